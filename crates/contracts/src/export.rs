@@ -1,0 +1,239 @@
+//! Renders the checked-in `proto/` artifacts from the types in this crate: one JSON
+//! Schema per message type and an AsyncAPI 3 document listing every subject.
+
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, schema_for};
+use serde_json::{Value, json};
+
+use crate::event::{
+    CloudEvent, EventData, EventKind, IdentityExpired, IdentityIssued, IdentityRenewalDue,
+    IdentityRevoked,
+};
+use crate::subjects::{self, OPERATIONS, Operation};
+use crate::{error::Reply, inventory, issuer, policy, revocation, types};
+
+/// One schema file: its file name under `proto/schemas/` and its content.
+#[derive(Debug)]
+pub struct SchemaFile {
+    pub name: String,
+    pub schema: Schema,
+}
+
+fn file<T: JsonSchema>(name: &str) -> SchemaFile {
+    SchemaFile {
+        name: format!("{name}.json"),
+        schema: schema_for!(T),
+    }
+}
+
+/// Request and reply type names of each operation.
+fn operation_messages(op: Operation) -> (&'static str, &'static str) {
+    match (op.service, op.name) {
+        (subjects::Service::Policy, "evaluate") => {
+            ("policy.v1.EvaluateRequest", "policy.v1.EvaluateReply")
+        }
+        (subjects::Service::Issuer, "issue") => ("issuer.v1.IssueRequest", "issuer.v1.IssueReply"),
+        (subjects::Service::Inventory, "query") => {
+            ("inventory.v1.QueryRequest", "inventory.v1.QueryReply")
+        }
+        (subjects::Service::Inventory, "get") => {
+            ("inventory.v1.GetRequest", "inventory.v1.GetReply")
+        }
+        (subjects::Service::Revocation, "revoke") => {
+            ("revocation.v1.RevokeRequest", "revocation.v1.RevokeReply")
+        }
+        _ => ("unknown", "unknown"),
+    }
+}
+
+fn event_message(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::IdentityIssued => "events.v1.IdentityIssued",
+        EventKind::IdentityRevoked => "events.v1.IdentityRevoked",
+        EventKind::IdentityRenewalDue => "events.v1.IdentityRenewalDue",
+        EventKind::IdentityExpired => "events.v1.IdentityExpired",
+    }
+}
+
+fn event_schema<T: EventData>() -> SchemaFile {
+    file::<CloudEvent<T>>(event_message(T::KIND))
+}
+
+/// Every message schema, named `<area>.v<N>.<Type>.json`.
+pub fn schemas() -> Vec<SchemaFile> {
+    vec![
+        file::<policy::EvaluateRequest>("policy.v1.EvaluateRequest"),
+        file::<Reply<policy::Decision>>("policy.v1.EvaluateReply"),
+        file::<issuer::IssueRequest>("issuer.v1.IssueRequest"),
+        file::<Reply<issuer::IssueResponse>>("issuer.v1.IssueReply"),
+        file::<inventory::QueryRequest>("inventory.v1.QueryRequest"),
+        file::<Reply<inventory::QueryResponse>>("inventory.v1.QueryReply"),
+        file::<inventory::GetRequest>("inventory.v1.GetRequest"),
+        file::<Reply<types::CredentialRecord>>("inventory.v1.GetReply"),
+        file::<revocation::RevokeRequest>("revocation.v1.RevokeRequest"),
+        file::<Reply<revocation::RevokeResponse>>("revocation.v1.RevokeReply"),
+        event_schema::<IdentityIssued>(),
+        event_schema::<IdentityRevoked>(),
+        event_schema::<IdentityRenewalDue>(),
+        event_schema::<IdentityExpired>(),
+    ]
+}
+
+/// The AsyncAPI 3.0 document: one channel per subject, payloads by `$ref` to the
+/// schema files.
+pub fn asyncapi() -> Value {
+    let mut channels = BTreeMap::new();
+    let mut operations = BTreeMap::new();
+    let mut messages = BTreeMap::new();
+    let mut add_message = |name: &str| {
+        messages.insert(
+            name.replace('.', "_"),
+            json!({
+                "name": name,
+                "contentType": "application/json",
+                "payload": { "$ref": format!("./schemas/{name}.json") }
+            }),
+        );
+    };
+    for op in OPERATIONS {
+        let (req, rep) = operation_messages(op);
+        add_message(req);
+        add_message(rep);
+        let id = format!("{}_{}", op.service.name().replace('-', "_"), op.name);
+        channels.insert(
+            id.clone(),
+            json!({
+                "address": op.subject(),
+                "description": format!("{} endpoint of the {} micro service (queue group `q`).", op.name, op.service.name()),
+                "messages": {
+                    "request": { "$ref": format!("#/components/messages/{}", req.replace('.', "_")) },
+                    "reply": { "$ref": format!("#/components/messages/{}", rep.replace('.', "_")) }
+                }
+            }),
+        );
+        operations.insert(
+            id.clone(),
+            json!({
+                "action": "receive",
+                "channel": { "$ref": format!("#/channels/{id}") },
+                "messages": [{ "$ref": format!("#/channels/{id}/messages/request") }],
+                "reply": {
+                    "address": { "location": "$message.header#/reply_to" },
+                    "messages": [{ "$ref": format!("#/channels/{id}/messages/reply") }]
+                }
+            }),
+        );
+    }
+    for kind in EventKind::ALL {
+        let msg = event_message(kind);
+        add_message(msg);
+        let id = format!("event_{}", kind.subject_suffix().replace('.', "_"));
+        channels.insert(
+            id.clone(),
+            json!({
+                "address": subjects::event_subject(kind),
+                "description": format!("CloudEvents 1.0 JSON, type `{}`, on JetStream stream `{}`.", kind.event_type(), subjects::EVENTS_STREAM),
+                "messages": { "event": { "$ref": format!("#/components/messages/{}", msg.replace('.', "_")) } }
+            }),
+        );
+        operations.insert(
+            id.clone(),
+            json!({
+                "action": "send",
+                "channel": { "$ref": format!("#/channels/{id}") },
+                "messages": [{ "$ref": format!("#/channels/{id}/messages/event") }]
+            }),
+        );
+    }
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Sigil",
+            "version": "1.0.0",
+            "description": "Machine identity platform. Request/reply endpoints are NATS micro services on sigil.<service>.v1.<operation>; replies are {\"ok\": result} or {\"error\": {code, message, details}}. Events are CloudEvents 1.0 structured JSON on the JetStream stream SIGIL_EVENTS (sigil.events.v1.>), published with Nats-Msg-Id = event id."
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": { "host": "127.0.0.1:4222", "protocol": "nats", "description": "nats-server >= 2.10 with JetStream" }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": { "messages": messages }
+    })
+}
+
+/// Every file under `proto/`, as (relative path, pretty JSON + newline).
+pub fn proto_files() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = schemas()
+        .into_iter()
+        .map(|f| {
+            let text = serde_json::to_string_pretty(&f.schema).unwrap_or_default();
+            (format!("schemas/{}", f.name), text + "\n")
+        })
+        .collect();
+    let api = serde_json::to_string_pretty(&asyncapi()).unwrap_or_default();
+    out.push(("asyncapi.json".to_owned(), api + "\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn proto_dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto")
+    }
+
+    /// Fails when `proto/` differs from what the code generates. Regenerate with
+    /// `SIGIL_BLESS=1 cargo test -p sigil-contracts proto_matches_code`.
+    #[test]
+    fn proto_matches_code() {
+        let dir = proto_dir();
+        let bless = std::env::var_os("SIGIL_BLESS").is_some();
+        let mut stale = Vec::new();
+        for (rel, text) in proto_files() {
+            let path = dir.join(&rel);
+            if bless {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(rel);
+            }
+        }
+        // No schema file may exist that the code does not generate.
+        let expected: std::collections::BTreeSet<String> =
+            proto_files().into_iter().map(|(r, _)| r).collect();
+        if let Ok(entries) = std::fs::read_dir(dir.join("schemas")) {
+            for e in entries.flatten() {
+                let rel = format!("schemas/{}", e.file_name().to_string_lossy());
+                if !expected.contains(&rel) {
+                    if bless {
+                        std::fs::remove_file(e.path()).unwrap();
+                    } else {
+                        stale.push(rel);
+                    }
+                }
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "proto/ drifted from the code: {stale:?}; run SIGIL_BLESS=1 cargo test -p sigil-contracts proto_matches_code"
+        );
+    }
+
+    #[test]
+    fn every_operation_and_event_has_a_schema() {
+        let names: Vec<String> = schemas().into_iter().map(|s| s.name).collect();
+        for op in OPERATIONS {
+            let (req, rep) = operation_messages(op);
+            assert!(names.contains(&format!("{req}.json")), "{req}");
+            assert!(names.contains(&format!("{rep}.json")), "{rep}");
+        }
+        for k in EventKind::ALL {
+            assert!(names.contains(&format!("{}.json", event_message(k))));
+        }
+    }
+}

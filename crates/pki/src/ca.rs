@@ -1,0 +1,450 @@
+//! Root and intermediate CAs.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData as _, SerialNumber,
+};
+use sigil_contracts::types::KeyAlgorithm;
+use x509_parser::certificate::X509Certificate;
+
+use crate::error::PkiError;
+use crate::facts::{from_asn1_time, parse_certificate, random_serial, validity};
+use crate::key::{SecretKey, generate_key};
+use crate::pem;
+
+/// Longest common name X.509 allows (ub-common-name, RFC 5280).
+pub(crate) const MAX_COMMON_NAME: usize = 64;
+
+/// A CA certificate with its private key.
+///
+/// The issuer loads and stores these; this crate never touches disk. Build one with
+/// [`create_root`], [`create_intermediate`] or [`CaMaterial::from_parts`], which check
+/// that the certificate is a CA and that the key belongs to it. The fields are public
+/// for reading; [`issue_leaf`](crate::issue_leaf) re-checks the key against
+/// `cert_der` every time, so editing them cannot produce a mis-signed certificate.
+/// `Debug` never prints key bytes.
+#[derive(Clone)]
+pub struct CaMaterial {
+    /// The certificate as PEM (one `CERTIFICATE` block, re-encoded from `cert_der`).
+    pub cert_pem: String,
+    /// The certificate as DER.
+    pub cert_der: Vec<u8>,
+    /// The CA's private key.
+    pub key: SecretKey,
+    subject: String,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+}
+
+impl fmt::Debug for CaMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaMaterial")
+            .field("subject", &self.subject)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaMaterial {
+    /// Pairs a PEM CA certificate with its key. Fails when the PEM holds no single
+    /// certificate ([`PkiError::Encoding`]), the certificate is not a CA allowed to
+    /// sign certificates ([`PkiError::Lint`]) or the key is not the certificate's
+    /// ([`PkiError::KeyMismatch`]).
+    pub fn from_parts(cert_pem: &str, key: SecretKey) -> Result<Self, PkiError> {
+        let der = pem::decode(cert_pem, &["CERTIFICATE"]).map_err(PkiError::Encoding)?;
+        CaMaterial::from_der(der, key)
+    }
+
+    /// As [`CaMaterial::from_parts`], from DER.
+    pub fn from_der(cert_der: Vec<u8>, key: SecretKey) -> Result<Self, PkiError> {
+        let cert = parse_certificate(&cert_der)?;
+        check_is_ca(&cert)?;
+        check_key_matches(&cert, &key.key_pair()?)?;
+        let subject = cert.subject().to_string();
+        let not_before = from_asn1_time(&cert.validity().not_before)?;
+        let not_after = from_asn1_time(&cert.validity().not_after)?;
+        drop(cert);
+        Ok(CaMaterial {
+            cert_pem: pem::encode("CERTIFICATE", &cert_der),
+            cert_der,
+            key,
+            subject,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// Subject distinguished name (RFC 4514-style string).
+    pub fn subject(&self) -> String {
+        self.subject.clone()
+    }
+
+    /// Start of the CA certificate's validity.
+    pub fn not_before(&self) -> DateTime<Utc> {
+        self.not_before
+    }
+
+    /// End of the CA certificate's validity; nothing it signs may outlive it.
+    pub fn not_after(&self) -> DateTime<Utc> {
+        self.not_after
+    }
+
+    /// The signing key and an rcgen issuer built from the certificate (subject, key
+    /// identifier), after checking again that they belong together.
+    pub(crate) fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        let key_pair = self.key.key_pair()?;
+        let cert = parse_certificate(&self.cert_der)?;
+        check_is_ca(&cert)?;
+        check_key_matches(&cert, &key_pair)?;
+        Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), key_pair)
+            .map_err(|e| PkiError::Encoding(format!("CA certificate unusable as issuer: {e}")))
+    }
+}
+
+/// Creates a self-signed root CA with a fresh key of `alg`.
+///
+/// The certificate has a random serial, `CN=<common_name>`, basicConstraints
+/// `CA:true` (critical, no path length limit), keyUsage keyCertSign + cRLSign
+/// (critical) and a subjectKeyIdentifier.
+pub fn create_root(
+    common_name: &str,
+    alg: KeyAlgorithm,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<CaMaterial, PkiError> {
+    create_root_with_key(common_name, generate_key(alg)?, not_before, not_after)
+}
+
+/// As [`create_root`], with a key supplied by the caller (e.g. an imported RSA key).
+pub fn create_root_with_key(
+    common_name: &str,
+    key: SecretKey,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<CaMaterial, PkiError> {
+    let mut params = ca_params(
+        common_name,
+        not_before,
+        not_after,
+        BasicConstraints::Unconstrained,
+    )?;
+    params.use_authority_key_identifier_extension = false;
+    key.algorithm()?;
+    let key_pair = key.key_pair()?;
+    let cert = params
+        .self_signed(&key_pair)
+        .map_err(|e| PkiError::crypto("signing root certificate", e))?;
+    CaMaterial::from_der(cert.der().to_vec(), key)
+}
+
+/// Creates an intermediate CA with a fresh key of `alg`, signed by `parent`.
+///
+/// Like a root, plus `pathLenConstraint 0` (it may only sign leaves) and an
+/// authorityKeyIdentifier equal to the parent's subjectKeyIdentifier. The validity
+/// must end no later than the parent's ([`PkiError::InvalidValidity`]).
+pub fn create_intermediate(
+    parent: &CaMaterial,
+    common_name: &str,
+    alg: KeyAlgorithm,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<CaMaterial, PkiError> {
+    create_intermediate_with_key(
+        parent,
+        common_name,
+        generate_key(alg)?,
+        not_before,
+        not_after,
+    )
+}
+
+/// As [`create_intermediate`], with a key supplied by the caller.
+pub fn create_intermediate_with_key(
+    parent: &CaMaterial,
+    common_name: &str,
+    key: SecretKey,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<CaMaterial, PkiError> {
+    let params = ca_params(
+        common_name,
+        not_before,
+        not_after,
+        BasicConstraints::Constrained(0),
+    )?;
+    if not_after.timestamp() > parent.not_after().timestamp() {
+        return Err(PkiError::InvalidValidity(format!(
+            "not_after {not_after} is beyond the parent CA's not_after {}",
+            parent.not_after()
+        )));
+    }
+    {
+        let parent_cert = parse_certificate(&parent.cert_der)?;
+        let parent_path_len = parent_cert
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .and_then(|bc| bc.value.path_len_constraint);
+        if parent_path_len == Some(0) {
+            return Err(PkiError::Lint(
+                "parent CA has pathLenConstraint 0 and cannot sign another CA".to_owned(),
+            ));
+        }
+        if parent_cert.subject().to_string() == format!("CN={common_name}") {
+            return Err(PkiError::Lint(
+                "intermediate must not have the same subject as its parent".to_owned(),
+            ));
+        }
+    }
+    key.algorithm()?;
+    let key_pair = key.key_pair()?;
+    if key_pair.der_bytes() == parent.key.key_pair()?.der_bytes() {
+        return Err(PkiError::Lint(
+            "intermediate must not reuse the parent's key".to_owned(),
+        ));
+    }
+    let issuer = parent.issuer()?;
+    let cert = params
+        .signed_by(&key_pair, &issuer)
+        .map_err(|e| PkiError::crypto("signing intermediate certificate", e))?;
+    CaMaterial::from_der(cert.der().to_vec(), key)
+}
+
+fn ca_params(
+    common_name: &str,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    constraints: BasicConstraints,
+) -> Result<CertificateParams, PkiError> {
+    if common_name.trim().is_empty() || common_name.chars().count() > MAX_COMMON_NAME {
+        return Err(PkiError::Lint(format!(
+            "CA common name must be 1 to {MAX_COMMON_NAME} characters"
+        )));
+    }
+    let (not_before, not_after) = validity(not_before, not_after)?;
+    let mut distinguished_name = DistinguishedName::new();
+    distinguished_name.push(DnType::CommonName, common_name);
+    let mut params = CertificateParams::default();
+    params.distinguished_name = distinguished_name;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+    params.is_ca = IsCa::Ca(constraints);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn check_is_ca(cert: &X509Certificate<'_>) -> Result<(), PkiError> {
+    let is_ca = cert
+        .basic_constraints()
+        .map_err(|e| PkiError::Lint(format!("bad basicConstraints: {e}")))?
+        .is_some_and(|bc| bc.value.ca);
+    if !is_ca {
+        return Err(PkiError::Lint(
+            "certificate is not a CA (basicConstraints CA:true)".to_owned(),
+        ));
+    }
+    let key_usage = cert
+        .key_usage()
+        .map_err(|e| PkiError::Lint(format!("bad keyUsage: {e}")))?;
+    if key_usage.is_some_and(|ku| !ku.value.key_cert_sign()) {
+        return Err(PkiError::Lint(
+            "CA certificate's keyUsage lacks keyCertSign".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_key_matches(cert: &X509Certificate<'_>, key_pair: &KeyPair) -> Result<(), PkiError> {
+    if cert.public_key().subject_public_key.data.as_ref() != key_pair.der_bytes() {
+        return Err(PkiError::KeyMismatch(format!(
+            "private key does not belong to the certificate for {}",
+            cert.subject()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+    use crate::testutil::{now, openssl};
+
+    fn chain(alg: KeyAlgorithm) -> (CaMaterial, CaMaterial) {
+        let t = now();
+        let root = create_root("Sigil Test Root", alg, t, t + Duration::days(30)).unwrap();
+        let inter = create_intermediate(
+            &root,
+            "Sigil Test Issuing CA",
+            alg,
+            t,
+            t + Duration::days(10),
+        )
+        .unwrap();
+        (root, inter)
+    }
+
+    #[test]
+    fn roots_and_intermediates_for_every_generated_algorithm() {
+        for alg in [
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+            KeyAlgorithm::Ed25519,
+        ] {
+            let (root, inter) = chain(alg);
+            assert_eq!(root.subject(), "CN=Sigil Test Root");
+            assert_eq!(inter.subject(), "CN=Sigil Test Issuing CA");
+            assert_eq!(inter.key.algorithm().unwrap(), alg);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("root.pem"), &root.cert_pem).unwrap();
+            std::fs::write(dir.path().join("inter.pem"), &inter.cert_pem).unwrap();
+            let (ok, text) = openssl(
+                dir.path(),
+                &["verify", "-x509_strict", "-CAfile", "root.pem", "inter.pem"],
+            );
+            assert!(ok, "{alg:?}: {text}");
+
+            let (_, root_text) =
+                openssl(dir.path(), &["x509", "-noout", "-text", "-in", "root.pem"]);
+            assert!(
+                root_text.contains("X509v3 Basic Constraints: critical\n                CA:TRUE\n"),
+                "{root_text}"
+            );
+            assert!(
+                root_text.contains(
+                    "X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign"
+                ),
+                "{root_text}"
+            );
+            assert!(
+                root_text.contains("X509v3 Subject Key Identifier"),
+                "{root_text}"
+            );
+
+            let (_, text) = openssl(dir.path(), &["x509", "-noout", "-text", "-in", "inter.pem"]);
+            assert!(text.contains("CA:TRUE, pathlen:0"), "{text}");
+            assert!(
+                text.contains(
+                    "X509v3 Key Usage: critical\n                Certificate Sign, CRL Sign"
+                ),
+                "{text}"
+            );
+            assert!(text.contains("X509v3 Authority Key Identifier"), "{text}");
+            assert!(text.contains("X509v3 Subject Key Identifier"), "{text}");
+        }
+    }
+
+    #[test]
+    fn rsa_ca_from_an_imported_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, text) = openssl(
+            dir.path(),
+            &[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                "k.pem",
+            ],
+        );
+        assert!(ok, "{text}");
+        let key =
+            SecretKey::from_pkcs8_pem(&std::fs::read_to_string(dir.path().join("k.pem")).unwrap())
+                .unwrap();
+        assert_eq!(key.algorithm().unwrap(), KeyAlgorithm::Rsa2048);
+        let t = now();
+        let root = create_root_with_key("RSA Root", key, t, t + Duration::days(3)).unwrap();
+        std::fs::write(dir.path().join("root.pem"), &root.cert_pem).unwrap();
+        let (ok, text) = openssl(
+            dir.path(),
+            &["verify", "-x509_strict", "-CAfile", "root.pem", "root.pem"],
+        );
+        assert!(ok, "{text}");
+    }
+
+    #[test]
+    fn from_parts_checks_ca_and_key() {
+        let (root, inter) = chain(KeyAlgorithm::EcdsaP256);
+        let again = CaMaterial::from_parts(&inter.cert_pem, inter.key.clone()).unwrap();
+        assert_eq!(again.cert_der, inter.cert_der);
+        assert_eq!(again.subject(), inter.subject());
+        assert_eq!(again.not_after(), inter.not_after());
+        assert!(matches!(
+            CaMaterial::from_parts(&inter.cert_pem, root.key.clone()),
+            Err(PkiError::KeyMismatch(_))
+        ));
+        assert!(matches!(
+            CaMaterial::from_parts("not pem", root.key.clone()),
+            Err(PkiError::Encoding(_))
+        ));
+    }
+
+    #[test]
+    fn intermediate_must_fit_inside_parent() {
+        let t = now();
+        let root = create_root("R", KeyAlgorithm::EcdsaP256, t, t + Duration::days(1)).unwrap();
+        assert!(matches!(
+            create_intermediate(
+                &root,
+                "I",
+                KeyAlgorithm::EcdsaP256,
+                t,
+                t + Duration::days(2)
+            ),
+            Err(PkiError::InvalidValidity(_))
+        ));
+        assert!(matches!(
+            create_root("R", KeyAlgorithm::EcdsaP256, t, t),
+            Err(PkiError::InvalidValidity(_))
+        ));
+        assert!(matches!(
+            create_root("", KeyAlgorithm::EcdsaP256, t, t + Duration::days(1)),
+            Err(PkiError::Lint(_))
+        ));
+        let inter = create_intermediate(
+            &root,
+            "I",
+            KeyAlgorithm::EcdsaP256,
+            t,
+            t + Duration::hours(1),
+        )
+        .unwrap();
+        assert!(matches!(
+            create_intermediate(
+                &inter,
+                "J",
+                KeyAlgorithm::EcdsaP256,
+                t,
+                t + Duration::hours(1)
+            ),
+            Err(PkiError::Lint(_))
+        ));
+        assert!(matches!(
+            create_root("R", KeyAlgorithm::Rsa2048, t, t + Duration::days(1)),
+            Err(PkiError::UnsupportedKey(_))
+        ));
+    }
+
+    #[test]
+    fn debug_never_shows_key_bytes() {
+        let (root, _) = chain(KeyAlgorithm::Ed25519);
+        let debug = format!("{root:?}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+        let der = root.key.pkcs8_der();
+        // The last 32 bytes of an Ed25519 PKCS#8 document hold key material.
+        let tail = &der[der.len() - 16..];
+        assert!(!debug.contains(&hex::encode(tail)));
+        assert!(!debug.contains(&format!("{tail:?}").trim_matches(['[', ']']).to_owned()));
+        assert!(!debug.contains("PRIVATE KEY"));
+    }
+}

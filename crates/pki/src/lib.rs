@@ -1,0 +1,39 @@
+//! Sigil's PKI core: everything that turns requests into certificates, with no I/O.
+//!
+//! - keys: [`generate_key`], [`SecretKey`] (PKCS#8, `Debug`-redacted);
+//! - CAs: [`create_root`], [`create_intermediate`], [`CaMaterial`];
+//! - requests: [`parse_csr`] checks a PKCS#10 CSR strictly, including its
+//!   self-signature (proof of possession);
+//! - leaves: [`issue_leaf`] lints a [`LeafRequest`], signs it, and validates what it
+//!   signed; [`certificate_facts`] reads any certificate back;
+//! - at rest: [`Kek`] seals CA keys with AES-256-GCM.
+//!
+//! The crate reads no files, opens no sockets and never looks at the clock: callers
+//! pass times in. Certificates are built with rcgen and parsed with x509-parser; no
+//! ASN.1 is written by hand. Everything issued here must verify with OpenSSL (the
+//! tests check that).
+#![forbid(unsafe_code)]
+
+mod ca;
+mod csr;
+mod error;
+mod facts;
+mod kek;
+mod key;
+mod leaf;
+mod lint;
+mod pem;
+
+pub use ca::{
+    CaMaterial, create_intermediate, create_intermediate_with_key, create_root,
+    create_root_with_key,
+};
+pub use csr::{MAX_CSR_BYTES, ParsedCsr, parse_csr};
+pub use error::PkiError;
+pub use facts::{certificate_facts, random_serial};
+pub use kek::Kek;
+pub use key::{SecretKey, generate_key};
+pub use leaf::{IssuedCert, LeafKey, LeafRequest, issue_leaf};
+
+#[cfg(test)]
+mod testutil;

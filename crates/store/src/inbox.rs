@@ -1,0 +1,94 @@
+//! The consumer inbox: which events a consumer has already applied.
+//!
+//! A consumer calls [`first_delivery`] inside the transaction that applies an event;
+//! on a redelivery it returns `false` and the consumer commits nothing new. The ack
+//! is sent after the commit, so a crash between commit and ack is harmless.
+
+use chrono::Utc;
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ConnectionTrait, Set};
+
+/// The `inbox` table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "inbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        pub processed_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Record that `consumer` applies `event_id`; `false` if it already did.
+pub async fn first_delivery<C: ConnectionTrait>(
+    conn: &C,
+    consumer: &str,
+    event_id: &str,
+) -> Result<bool, DbErr> {
+    let row = entity::ActiveModel {
+        consumer: Set(consumer.to_owned()),
+        event_id: Set(event_id.to_owned()),
+        processed_at: Set(Utc::now()),
+    };
+    let inserted = entity::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([entity::Column::Consumer, entity::Column::EventId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+    Ok(inserted == 1)
+}
+
+pub use migration::Migration;
+
+mod migration {
+    use sea_orm_migration::prelude::*;
+
+    /// Migration creating the `inbox` table; every consuming service includes it.
+    #[derive(Debug, DeriveMigrationName)]
+    pub struct Migration;
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("inbox"))
+                        .if_not_exists()
+                        .col(ColumnDef::new(Alias::new("consumer")).string().not_null())
+                        .col(ColumnDef::new(Alias::new("event_id")).string().not_null())
+                        .col(
+                            ColumnDef::new(Alias::new("processed_at"))
+                                .timestamp_with_time_zone()
+                                .not_null(),
+                        )
+                        .primary_key(
+                            Index::create()
+                                .col(Alias::new("consumer"))
+                                .col(Alias::new("event_id")),
+                        )
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(Alias::new("inbox")).to_owned())
+                .await
+        }
+    }
+}

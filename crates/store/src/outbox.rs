@@ -1,0 +1,244 @@
+//! The transactional outbox.
+//!
+//! A service writes its state change and [`enqueue`]s the event announcing it in the
+//! same database transaction, then calls [`Outbox::wake`]. The [`Outbox::relay`] task
+//! publishes unsent rows in order with `Nats-Msg-Id` = event id and marks them sent
+//! only after the JetStream ack. A crash before the mark means the row is published
+//! again, and JetStream's dedupe window drops the copy: nothing lost, nothing doubled.
+//! While NATS is away the relay retries with backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::entity::prelude::*;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ConnectionTrait, DatabaseConnection, QueryOrder, QuerySelect, Set};
+use sigil_bus::Bus;
+use sigil_contracts::{CloudEvent, EventData};
+use sigil_telemetry::Metrics;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Rows published per relay round.
+const BATCH: u64 = 256;
+
+/// The `outbox` table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        #[sea_orm(unique)]
+        pub event_id: String,
+        pub subject: String,
+        #[sea_orm(column_type = "Text")]
+        pub payload: String,
+        pub traceparent: Option<String>,
+        pub created_at: ChronoDateTimeUtc,
+        pub sent_at: Option<ChronoDateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Write `event` to the outbox inside the caller's transaction.
+pub async fn enqueue<C: ConnectionTrait, T: EventData>(
+    conn: &C,
+    event: &CloudEvent<T>,
+) -> Result<(), DbErr> {
+    let payload = serde_json::to_string(event)
+        .map_err(|e| DbErr::Custom(format!("cannot encode event: {e}")))?;
+    entity::ActiveModel {
+        event_id: Set(event.id.clone()),
+        subject: Set(event.nats_subject()),
+        payload: Set(payload),
+        traceparent: Set(event.traceparent.clone()),
+        created_at: Set(event.time),
+        sent_at: Set(None),
+        ..Default::default()
+    }
+    .insert(conn)
+    .await?;
+    Ok(())
+}
+
+/// Number of events not yet acknowledged by JetStream.
+pub async fn pending(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    entity::Entity::find()
+        .filter(entity::Column::SentAt.is_null())
+        .count(db)
+        .await
+}
+
+/// Handle to a service's outbox: wake the relay after a commit, run the relay.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    db: DatabaseConnection,
+    notify: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Outbox {
+            db,
+            notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tell the relay that new rows were committed.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Publish unsent events until `shutdown`; then make one last attempt to drain.
+    pub async fn relay(
+        self,
+        bus: Bus,
+        service: &'static str,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.publish_batch(&bus, service, &metrics).await {
+                Ok(n) if n as u64 == BATCH => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(50);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = self.notify.notified() => {}
+                        // Safety net for rows committed without a wake (e.g. by a
+                        // replica or before a restart).
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(service, error = %e, ?backoff, "outbox relay cannot publish; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Drain what we can on the way out; whatever is left is sent after restart.
+        if let Err(e) = self.publish_batch(&bus, service, &metrics).await {
+            tracing::info!(service, error = %e, "outbox not drained at shutdown; will resume");
+        }
+    }
+
+    /// Publish one batch in order; returns how many rows were sent.
+    async fn publish_batch(
+        &self,
+        bus: &Bus,
+        service: &'static str,
+        metrics: &Metrics,
+    ) -> Result<usize, String> {
+        let rows = entity::Entity::find()
+            .filter(entity::Column::SentAt.is_null())
+            .order_by_asc(entity::Column::Seq)
+            .limit(BATCH)
+            .all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut sent = 0;
+        for row in &rows {
+            bus.publish_event(
+                &row.subject,
+                &row.event_id,
+                row.payload.clone().into(),
+                row.traceparent.as_deref(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            let now: DateTime<Utc> = Utc::now();
+            entity::Entity::update_many()
+                .col_expr(entity::Column::SentAt, Expr::value(now))
+                .filter(entity::Column::Seq.eq(row.seq))
+                .exec(&self.db)
+                .await
+                .map_err(|e| e.to_string())?;
+            metrics.event_published(service);
+            sent += 1;
+        }
+        if let Ok(n) = pending(&self.db).await {
+            metrics.set_outbox_pending(service, n);
+        }
+        Ok(sent)
+    }
+}
+
+pub use migration::Migration;
+
+mod migration {
+    use sea_orm_migration::prelude::*;
+
+    /// Migration creating the `outbox` table; every service with events includes it.
+    #[derive(Debug, DeriveMigrationName)]
+    pub struct Migration;
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("outbox"))
+                        .if_not_exists()
+                        .col(
+                            ColumnDef::new(Alias::new("seq"))
+                                .big_integer()
+                                .not_null()
+                                .auto_increment()
+                                .primary_key(),
+                        )
+                        .col(
+                            ColumnDef::new(Alias::new("event_id"))
+                                .string()
+                                .not_null()
+                                .unique_key(),
+                        )
+                        .col(ColumnDef::new(Alias::new("subject")).string().not_null())
+                        .col(ColumnDef::new(Alias::new("payload")).text().not_null())
+                        .col(ColumnDef::new(Alias::new("traceparent")).string().null())
+                        .col(
+                            ColumnDef::new(Alias::new("created_at"))
+                                .timestamp_with_time_zone()
+                                .not_null(),
+                        )
+                        .col(
+                            ColumnDef::new(Alias::new("sent_at"))
+                                .timestamp_with_time_zone()
+                                .null(),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name("idx_outbox_unsent")
+                        .table(Alias::new("outbox"))
+                        .col(Alias::new("sent_at"))
+                        .col(Alias::new("seq"))
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(Alias::new("outbox")).to_owned())
+                .await
+        }
+    }
+}
