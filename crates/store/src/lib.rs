@@ -72,8 +72,46 @@ pub async fn open<M: sea_orm_migration::MigratorTrait>(
     service: &str,
 ) -> Result<DatabaseConnection, StoreError> {
     let db = connect(url, service).await?;
-    M::up(&db, None).await.map_err(StoreError::Migrate)?;
+    migrate::<M>(&db, service).await?;
     Ok(db)
+}
+
+/// Run `M`'s pending migrations. Replicas starting together must not race: on
+/// PostgreSQL a transaction-scoped advisory lock (keyed by service) serialises them;
+/// on SQLite the database lock does, and a loser that saw a half-applied state
+/// retries once the winner is done.
+async fn migrate<M: sea_orm_migration::MigratorTrait>(
+    db: &DatabaseConnection,
+    service: &str,
+) -> Result<(), StoreError> {
+    use sea_orm::TransactionTrait;
+    let guard = if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        let key = service.bytes().fold(0x5167_696c_i64, |h, b| {
+            h.wrapping_mul(31).wrapping_add(i64::from(b))
+        });
+        let txn = db.begin().await?;
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
+            .await?;
+        Some(txn)
+    } else {
+        None
+    };
+    let mut attempt = 0;
+    let result = loop {
+        match M::up(db, None).await {
+            Ok(()) => break Ok(()),
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                tracing::debug!(service, error = %e, attempt, "migration raced; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => break Err(StoreError::Migrate(e)),
+        }
+    };
+    if let Some(txn) = guard {
+        txn.commit().await?;
+    }
+    result
 }
 
 /// Connect without migrating.

@@ -102,3 +102,23 @@ async fn inbox_admits_each_event_once() {
     assert!(inbox::first_delivery(&db, "other", "e1").await.unwrap());
     db_handle.cleanup().await;
 }
+
+#[tokio::test]
+async fn replicas_migrating_together_both_start() {
+    let db_handle = TestDb::from_env_or_sqlite().await;
+    let url = db_handle.url().to_owned();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                sigil_store::open::<Migrator>(&url, "race-test")
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    db_handle.cleanup().await;
+}

