@@ -18,7 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use sigil_contracts::error::parse_request;
 use sigil_contracts::subjects::{Operation, Service};
 use sigil_contracts::{Reply, WireError};
-use sigil_telemetry::Metrics;
+use sigil_telemetry::{Health, Metrics};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,7 @@ pub struct Router {
     service: Service,
     description: String,
     routes: Vec<(Operation, Handler)>,
+    ready: Option<(Health, String)>,
 }
 
 impl std::fmt::Debug for Router {
@@ -72,7 +73,16 @@ impl Router {
             service,
             description: description.into(),
             routes: Vec::new(),
+            ready: None,
         }
+    }
+
+    /// Mark `component` ready in `health` once every endpoint's subscription has
+    /// reached the server (and not ready again when serving stops), so `/readyz`
+    /// never claims an endpoint that would answer "no responders".
+    pub fn ready(mut self, health: Health, component: impl Into<String>) -> Self {
+        self.ready = Some((health, component.into()));
+        self
     }
 
     /// Add an endpoint. `op` must belong to this router's service.
@@ -176,7 +186,17 @@ impl Router {
                 while in_flight.join_next().await.is_some() {}
             });
         }
+        // A flush is a PING/PONG round trip: the server has our subscriptions after it.
+        if let Err(e) = bus.client().flush().await {
+            tracing::warn!(error = %e, "flush after subscribing failed");
+        }
+        if let Some((health, component)) = &self.ready {
+            health.set_ready(component, true);
+        }
         while tasks.join_next().await.is_some() {}
+        if let Some((health, component)) = &self.ready {
+            health.set_ready(component, false);
+        }
         service.stop().await.ok();
         Ok(())
     }

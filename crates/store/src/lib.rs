@@ -141,15 +141,35 @@ pub async fn connect(url: &str, service: &str) -> Result<DatabaseConnection, Sto
                     .busy_timeout(Duration::from_secs(30))
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
             });
-            Database::connect(opts).await.map_err(err)
+            // Switching a new file to WAL takes an exclusive lock; processes opening the
+            // same new database at once can see "database is locked" here. Retry.
+            let mut attempt = 0;
+            loop {
+                match Database::connect(opts.clone()).await {
+                    Ok(db) => return Ok(db),
+                    Err(e) if attempt < 10 => {
+                        attempt += 1;
+                        tracing::debug!(error = %e, attempt, "sqlite open raced; retrying");
+                        tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+            }
         }
         Engine::Postgres => {
             let schema = format!("sigil_{}", service.replace('-', "_"));
             let admin = Database::connect(url).await.map_err(err)?;
-            admin
-                .execute_unprepared(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-                .await
-                .map_err(err)?;
+            // Replicas starting together can both try to create the schema; the loser
+            // sees a unique violation on pg_namespace, after which the schema exists.
+            let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+            let mut attempt = 0;
+            while let Err(e) = admin.execute_unprepared(&create).await {
+                attempt += 1;
+                if attempt >= 5 {
+                    return Err(err(e));
+                }
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
             admin.close().await.ok();
             opts.max_connections(16).set_schema_search_path(schema);
             Database::connect(opts).await.map_err(err)

@@ -123,6 +123,7 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
             SERVICE,
             "Sigil revocation: records and announces revocations",
         )
+        .ready(rt.health.clone(), HEALTH_COMPONENT)
         .route(REVOCATION_REVOKE, move |req: RevokeRequest| {
             let db = db.clone();
             let outbox = outbox.clone();
@@ -147,7 +148,6 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
         let front = front.clone();
         tasks.spawn(async move { Ok(consumer::run(bus, spec, metrics, front, handler).await?) });
     }
-    rt.health.set_ready(HEALTH_COMPONENT, true);
     tracing::info!(
         service = SERVICE.name(),
         "serving {}",

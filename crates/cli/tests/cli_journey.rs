@@ -1,0 +1,234 @@
+//! The user's journey through the real `sigil` binary: `sigil up` on a private
+//! nats-server, then issue → ls → show → revoke → ls → events, checking files, modes,
+//! JSON output, one-line errors and exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sigil_testkit::NatsServer;
+
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // SIGTERM for a clean drain, then make sure.
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+    }
+}
+
+fn sigil(data: &Path, nats: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--nats", nats])
+        .args(args)
+        .env_remove("SIGIL_NATS_URL")
+        .output()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_up(data: &Path, nats: &str) -> Up {
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--nats", nats, "up", "--http", &http, "--tick", "200ms"])
+        .env_remove("SIGIL_NATS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("sigil up printed its ready line");
+    assert!(line.starts_with("sigil up: 5 services ready"), "{line}");
+    assert!(line.contains(nats), "{line}");
+    Up(child)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn retry<F: FnMut() -> Option<T>, T>(what: &str, mut f: F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_list_show_revoke_through_the_cli() {
+    let nats = NatsServer::start().await;
+    let url = nats.url();
+    let data = tempfile::tempdir().unwrap();
+    let _up = start_up(data.path(), &url);
+    let out_dir = data.path().join("web");
+
+    // Issue with a server-side key.
+    let o = sigil(
+        data.path(),
+        &url,
+        &[
+            "issue",
+            "--dns",
+            "web.example.com",
+            "--ttl",
+            "24h",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "issue failed: {}", stderr(&o));
+    let reply: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let serial = reply["serial"].as_str().unwrap().to_owned();
+    assert!(
+        reply.get("private_key_pem").is_none(),
+        "--json never prints the private key"
+    );
+    for f in ["cert.pem", "chain.pem", "key.pem"] {
+        assert!(out_dir.join(f).is_file(), "{f} written");
+    }
+    let mode = std::fs::metadata(out_dir.join("key.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let chain = std::fs::read_to_string(out_dir.join("chain.pem")).unwrap();
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "intermediate then root"
+    );
+
+    // Listed (eventually: inventory consumes the event).
+    let listed = retry("ls shows the serial", || {
+        let o = sigil(data.path(), &url, &["ls", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).ok()?;
+        v.as_array()?
+            .iter()
+            .find(|r| r["serial"] == serial.as_str())
+            .cloned()
+    });
+    assert_eq!(listed["status"], "active");
+    let o = sigil(data.path(), &url, &["ls"]);
+    assert!(
+        stdout(&o).contains(&serial),
+        "table lists it: {}",
+        stdout(&o)
+    );
+    let o = sigil(data.path(), &url, &["show", &serial]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("web.example.com"));
+
+    // Revoke (eventually: revocation learns serials from the issued event).
+    retry("revoke accepted", || {
+        sigil(
+            data.path(),
+            &url,
+            &["revoke", &serial, "--reason", "key-compromise"],
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+    retry("ls shows it revoked", || {
+        let o = sigil(data.path(), &url, &["ls", "--status", "revoked", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).ok()?;
+        v.as_array()?
+            .iter()
+            .any(|r| r["serial"] == serial.as_str())
+            .then_some(())
+    });
+
+    // Events as CloudEvents JSON lines.
+    let o = sigil(data.path(), &url, &["events"]);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["type"] == "io.sigil.identity.issued.v1")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|e| e["type"] == "io.sigil.identity.revoked.v1")
+    );
+
+    // Failures: one line, meaningful exit codes.
+    let o = sigil(
+        data.path(),
+        &url,
+        &[
+            "issue",
+            "--dns",
+            "evil.attacker.test",
+            "--out",
+            data.path().join("evil").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "denied → 3: {}", stderr(&o));
+    assert_eq!(
+        stderr(&o).trim().lines().count(),
+        1,
+        "one-line error: {}",
+        stderr(&o)
+    );
+    let o = sigil(data.path(), &url, &["show", "abcdef0123"]);
+    assert_eq!(o.status.code(), Some(4), "not found → 4: {}", stderr(&o));
+    let o = sigil(
+        data.path(),
+        &url,
+        &["revoke", &serial, "--reason", "because"],
+    );
+    assert_eq!(o.status.code(), Some(2), "usage → 2");
+}
+
+#[tokio::test]
+async fn unreachable_nats_is_exit_69_with_one_line() {
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let o = sigil(data.path(), &url, &["ls"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+}

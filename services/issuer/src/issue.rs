@@ -1,0 +1,632 @@
+//! `sigil.issuer.v1.issue`: prepare, ask policy, sign, record.
+//!
+//! 1. **Prepare** (nothing is written): check the lifetime and the idempotency key,
+//!    parse the CSR and verify its self-signature (proof of possession), settle the
+//!    names (the request's or the CSR's; when both are given they must agree) and the
+//!    key algorithm. A retry whose idempotency key is already recorded gets the
+//!    recorded answer here and goes no further.
+//! 2. **Authorize**: ask policy over the bus; a denial comes back as `denied` with
+//!    policy's reasons, an unreachable policy as `unavailable`. Policy's constraints
+//!    (the possibly clamped lifetime) are applied; the validity starts
+//!    [`BACKDATE_SECONDS`] before now to absorb clock skew between machines, and ends
+//!    no later than the issuing CA.
+//! 3. **Sign**: [`sigil_pki::issue_leaf`] lints the request, signs it and validates the
+//!    result (names, key, signature) before returning it.
+//! 4. **Record**: one transaction inserts the issuance row and enqueues the
+//!    `identity.issued` event in the outbox; only after the commit is the reply sent
+//!    and the outbox relay woken.
+//!
+//! Every error before the commit leaves no row and no event. A certificate signed for
+//! a request that then fails to commit (or loses an idempotency race) is discarded
+//! unseen. Recording the intent before signing and linting with an external linter
+//! come later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
+    QueryFilter as _, Set, SqlErr, TransactionTrait as _,
+};
+use sigil_bus::Runtime;
+use sigil_contracts::event::{IdentityIssued, source_for};
+use sigil_contracts::issuer::{IssueRequest, IssueResponse};
+use sigil_contracts::policy::{Action, Decision, EvaluateRequest};
+use sigil_contracts::subjects::{POLICY_EVALUATE, Service};
+use sigil_contracts::types::{CertificateFacts, KeyAlgorithm, Sans};
+use sigil_contracts::{CloudEvent, WireError};
+use sigil_pki::{LeafKey, LeafRequest, PkiError};
+use sigil_store::outbox::{self, Outbox};
+
+use crate::ca::CaSet;
+
+/// The validity of a leaf starts this many seconds before "now", so a relying party
+/// whose clock is a little behind still accepts a fresh certificate.
+pub const BACKDATE_SECONDS: i64 = 60;
+/// Principal recorded and sent to policy when the request names none.
+pub const ANONYMOUS: &str = "anonymous";
+/// Longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 128;
+/// Longest principal accepted.
+const MAX_PRINCIPAL: usize = 256;
+/// Note added to a reply that repeats an earlier one.
+pub const REPLAY_NOTE: &str = "replayed: a request with this idempotency key was already issued";
+/// Note added when the repeated reply's private key cannot be returned again.
+pub const KEY_NOT_REPLAYED_NOTE: &str =
+    "the private key was returned only in the first reply; the issuer does not keep it";
+
+/// The `issuer_issuance` table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "issuer_issuance")]
+    pub struct Model {
+        /// Lowercase hex, as in the certificate facts.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub serial: String,
+        #[sea_orm(unique)]
+        pub idempotency_key: Option<String>,
+        /// SHA-256 of the request JSON: a key reused for a different request is refused.
+        pub request_sha256: String,
+        pub profile: String,
+        pub requested_by: String,
+        /// `csr` or `generated`.
+        pub key_source: String,
+        /// The intermediate that signed.
+        pub issuer_ca_id: String,
+        #[sea_orm(column_type = "Text")]
+        pub certificate_pem: String,
+        /// Chain as replied: intermediate first, root last (JSON array of PEM).
+        pub chain_pem: Json,
+        /// [`CertificateFacts`](sigil_contracts::types::CertificateFacts) as JSON.
+        pub facts: Json,
+        /// Lifetime issued, after policy constraints.
+        pub ttl_seconds: i64,
+        /// Notes of the first reply (JSON array of strings).
+        pub notes: Json,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+const KEY_SOURCE_CSR: &str = "csr";
+const KEY_SOURCE_GENERATED: &str = "generated";
+
+/// Everything the issue endpoint needs.
+#[derive(Debug)]
+pub(crate) struct Issuer {
+    pub db: DatabaseConnection,
+    pub outbox: Outbox,
+    pub cas: Arc<CaSet>,
+    pub rt: Runtime,
+    pub policy_timeout: Duration,
+}
+
+/// A request after preparation: what will be asked of policy and signed.
+struct Prepared {
+    principal: String,
+    sans: Sans,
+    key_algorithm: KeyAlgorithm,
+    key: KeySource,
+}
+
+enum KeySource {
+    Csr(sigil_pki::ParsedCsr),
+    Generate,
+}
+
+impl Issuer {
+    /// Handle one `issue` request.
+    pub async fn issue(&self, req: IssueRequest) -> Result<IssueResponse, WireError> {
+        let fingerprint = fingerprint(&req)?;
+        let prepared = prepare(&req)?;
+        if let Some(key) = &req.idempotency_key
+            && let Some(row) = self.find_by_key(key).await?
+        {
+            return replay(&row, &fingerprint);
+        }
+
+        let decision = self.ask_policy(&req, &prepared).await?;
+        if !decision.allowed {
+            return Err(WireError::denied(decision.reasons));
+        }
+        let mut notes = decision.reasons;
+        let ttl = decision.constraints.ttl_seconds;
+        if ttl <= 0 {
+            return Err(WireError::internal(format!(
+                "policy {} returned a non-positive lifetime ({ttl}s)",
+                decision.policy_version
+            )));
+        }
+
+        let now = self.rt.now();
+        let (not_before, not_after) = self.validity(now, ttl, &mut notes)?;
+        let (leaf_key, private_key_pem, key_source) = match prepared.key {
+            KeySource::Csr(csr) => (LeafKey::Csr(csr), None, KEY_SOURCE_CSR),
+            KeySource::Generate => {
+                let key = sigil_pki::generate_key(prepared.key_algorithm).map_err(|e| match e {
+                    PkiError::UnsupportedKey(m) => WireError::bad_request(format!(
+                        "cannot generate a {} key: {m}",
+                        prepared.key_algorithm.as_str()
+                    )),
+                    other => WireError::internal(format!("key generation failed: {other}")),
+                })?;
+                let pem = key.to_pkcs8_pem();
+                (LeafKey::Generated(key), Some(pem), KEY_SOURCE_GENERATED)
+            }
+        };
+        let issued = sigil_pki::issue_leaf(
+            &self.cas.intermediate,
+            &LeafRequest {
+                profile: req.profile,
+                sans: prepared.sans,
+                common_name: None,
+                not_before,
+                not_after,
+                key: leaf_key,
+            },
+        )
+        .map_err(signing_error)?;
+
+        let chain_pem = self.cas.chain_pem();
+        let ttl_seconds = (not_after - now).num_seconds();
+        let facts = issued.facts;
+        let row = entity::ActiveModel {
+            serial: Set(facts.serial.clone()),
+            idempotency_key: Set(req.idempotency_key.clone()),
+            request_sha256: Set(fingerprint.clone()),
+            profile: Set(req.profile.as_str().to_owned()),
+            requested_by: Set(prepared.principal.clone()),
+            key_source: Set(key_source.to_owned()),
+            issuer_ca_id: Set(self.cas.intermediate_id.clone()),
+            certificate_pem: Set(issued.cert_pem.clone()),
+            chain_pem: Set(to_json(&chain_pem)?),
+            facts: Set(to_json(&facts)?),
+            ttl_seconds: Set(ttl_seconds),
+            notes: Set(to_json(&notes)?),
+            created_at: Set(now),
+        };
+        let event = CloudEvent::new(
+            &source_for(Service::Issuer),
+            IdentityIssued {
+                facts: facts.clone(),
+                certificate_pem: issued.cert_pem.clone(),
+                chain_pem: chain_pem.clone(),
+                requested_by: prepared.principal.clone(),
+            },
+            now,
+            sigil_telemetry::current_traceparent(),
+        );
+        match self.record(row, &event).await {
+            Ok(()) => {}
+            Err(e) if is_unique_violation(&e) => {
+                // A concurrent retry with the same idempotency key won; answer as it did.
+                if let Some(key) = &req.idempotency_key
+                    && let Some(row) = self.find_by_key(key).await?
+                {
+                    return replay(&row, &fingerprint);
+                }
+                return Err(WireError::internal(format!("cannot record issuance: {e}")));
+            }
+            Err(e) => {
+                return Err(WireError::unavailable(format!(
+                    "cannot record issuance: {e}"
+                )));
+            }
+        }
+        self.outbox.wake();
+        self.rt.metrics.credential_issued(req.profile.as_str());
+        tracing::info!(
+            serial = %facts.serial,
+            profile = req.profile.as_str(),
+            requested_by = %prepared.principal,
+            key_source,
+            not_after = %facts.not_after,
+            "issued certificate"
+        );
+        Ok(IssueResponse {
+            serial: facts.serial,
+            certificate_pem: issued.cert_pem,
+            chain_pem,
+            private_key_pem,
+            not_before: facts.not_before,
+            not_after: facts.not_after,
+            ttl_seconds,
+            notes,
+        })
+    }
+
+    async fn find_by_key(&self, key: &str) -> Result<Option<entity::Model>, WireError> {
+        entity::Entity::find()
+            .filter(entity::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await
+            .map_err(|e| WireError::unavailable(format!("cannot read issuances: {e}")))
+    }
+
+    async fn ask_policy(
+        &self,
+        req: &IssueRequest,
+        prepared: &Prepared,
+    ) -> Result<Decision, WireError> {
+        let ask = EvaluateRequest {
+            principal: prepared.principal.clone(),
+            action: Action::Issue,
+            profile: req.profile,
+            sans: prepared.sans.clone(),
+            ttl_seconds: req.ttl_seconds,
+            key_algorithm: prepared.key_algorithm,
+        };
+        self.rt
+            .bus
+            .request(POLICY_EVALUATE, &ask, self.policy_timeout)
+            .await
+            .map_err(|e| {
+                let wire = e.into_wire();
+                WireError {
+                    message: format!("policy: {}", wire.message),
+                    ..wire
+                }
+            })
+    }
+
+    /// `[now - backdate, now + ttl]`, both kept inside the issuing CA's validity.
+    fn validity(
+        &self,
+        now: DateTime<Utc>,
+        ttl: i64,
+        notes: &mut Vec<String>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), WireError> {
+        let ca = &self.cas.intermediate;
+        if now >= ca.not_after() {
+            return Err(WireError::unavailable("the issuing CA has expired"));
+        }
+        let not_before = (now - chrono::Duration::seconds(BACKDATE_SECONDS)).max(ca.not_before());
+        let wanted = chrono::Duration::try_seconds(ttl).and_then(|d| now.checked_add_signed(d));
+        let not_after = match wanted {
+            Some(end) if end <= ca.not_after() => end,
+            _ => {
+                notes.push(format!(
+                    "lifetime shortened to end with the issuing CA at {}",
+                    ca.not_after().to_rfc3339()
+                ));
+                ca.not_after()
+            }
+        };
+        Ok((not_before, not_after))
+    }
+
+    async fn record(
+        &self,
+        row: entity::ActiveModel,
+        event: &CloudEvent<IdentityIssued>,
+    ) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        row.insert(&txn).await?;
+        outbox::enqueue(&txn, event).await?;
+        txn.commit().await
+    }
+}
+
+/// Check everything that needs neither policy nor the database.
+fn prepare(req: &IssueRequest) -> Result<Prepared, WireError> {
+    if req.ttl_seconds <= 0 {
+        return Err(WireError::bad_request(format!(
+            "ttl must be positive (got ttl_seconds = {})",
+            req.ttl_seconds
+        )));
+    }
+    if let Some(key) = &req.idempotency_key
+        && (key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY
+            || key.chars().any(|c| c.is_control() || c.is_whitespace()))
+    {
+        return Err(WireError::bad_request(format!(
+            "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters without spaces or control characters"
+        )));
+    }
+    let principal = match &req.principal {
+        None => ANONYMOUS.to_owned(),
+        Some(p) if p.is_empty() || p.len() > MAX_PRINCIPAL || p.chars().any(char::is_control) => {
+            return Err(WireError::bad_request(format!(
+                "principal must be 1 to {MAX_PRINCIPAL} characters without control characters"
+            )));
+        }
+        Some(p) => p.clone(),
+    };
+
+    let (sans, key_algorithm, key) = match &req.csr_pem {
+        Some(pem) => {
+            let csr = sigil_pki::parse_csr(pem).map_err(csr_error)?;
+            let sans = match (req.sans.is_empty(), csr.sans.is_empty()) {
+                (true, _) => csr.sans.clone(),
+                (false, true) => req.sans.clone(),
+                (false, false) if same_names(&req.sans, &csr.sans) => req.sans.clone(),
+                (false, false) => {
+                    return Err(WireError::bad_request(format!(
+                        "the requested SANs [{}] differ from the CSR's SANs [{}]; send matching names or leave sans empty to use the CSR's",
+                        req.sans.values().join(", "),
+                        csr.sans.values().join(", ")
+                    )));
+                }
+            };
+            (sans, csr.key_algorithm, KeySource::Csr(csr))
+        }
+        None => (
+            req.sans.clone(),
+            req.key_algorithm.unwrap_or_default(),
+            KeySource::Generate,
+        ),
+    };
+    if sans.is_empty() {
+        return Err(WireError::bad_request(
+            "no subject alternative names: give sans, or a CSR that requests them",
+        ));
+    }
+    Ok(Prepared {
+        principal,
+        sans,
+        key_algorithm,
+        key,
+    })
+}
+
+/// Same set of names, ignoring order, duplicates and DNS letter case.
+fn same_names(a: &Sans, b: &Sans) -> bool {
+    fn canonical(s: &Sans) -> (Vec<String>, Vec<std::net::IpAddr>, Vec<String>) {
+        let mut dns: Vec<String> = s
+            .dns
+            .iter()
+            .map(|d| d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase())
+            .collect();
+        let mut ip = s.ip.clone();
+        let mut uri = s.uri.clone();
+        dns.sort();
+        dns.dedup();
+        ip.sort();
+        ip.dedup();
+        uri.sort();
+        uri.dedup();
+        (dns, ip, uri)
+    }
+    canonical(a) == canonical(b)
+}
+
+fn csr_error(e: PkiError) -> WireError {
+    match e {
+        PkiError::CsrSignatureInvalid => WireError::bad_request(
+            "CSR signature does not verify: the requester did not prove possession of the private key",
+        ),
+        PkiError::BadCsr(m) => WireError::bad_request(format!("bad CSR: {m}")),
+        PkiError::WeakKey(m) => WireError::bad_request(format!("CSR key is too weak: {m}")),
+        PkiError::UnsupportedKey(m) => {
+            WireError::bad_request(format!("CSR key is not supported: {m}"))
+        }
+        other => WireError::bad_request(format!("CSR refused: {other}")),
+    }
+}
+
+/// Errors from signing: the requester's fault when they are about names or keys,
+/// ours otherwise.
+fn signing_error(e: PkiError) -> WireError {
+    match e {
+        PkiError::InvalidSan(_) | PkiError::WeakKey(_) | PkiError::UnsupportedKey(_) => {
+            WireError::bad_request(e.to_string())
+        }
+        other => WireError::internal(format!("signing failed: {other}")),
+    }
+}
+
+fn fingerprint(req: &IssueRequest) -> Result<String, WireError> {
+    let body = serde_json::to_vec(req)
+        .map_err(|e| WireError::internal(format!("cannot encode request: {e}")))?;
+    Ok(hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &body,
+    )))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, WireError> {
+    serde_json::to_value(value).map_err(|e| WireError::internal(format!("cannot encode: {e}")))
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// The reply recorded for an earlier request with the same idempotency key.
+fn replay(row: &entity::Model, fingerprint: &str) -> Result<IssueResponse, WireError> {
+    if row.request_sha256 != fingerprint {
+        return Err(WireError::conflict(
+            "idempotency_key was already used for a different request",
+        ));
+    }
+    let corrupt = |what: &str, e: serde_json::Error| {
+        WireError::internal(format!(
+            "stored issuance {} has a bad {what}: {e}",
+            row.serial
+        ))
+    };
+    let facts: CertificateFacts =
+        serde_json::from_value(row.facts.clone()).map_err(|e| corrupt("facts", e))?;
+    let chain_pem: Vec<String> =
+        serde_json::from_value(row.chain_pem.clone()).map_err(|e| corrupt("chain", e))?;
+    let mut notes: Vec<String> =
+        serde_json::from_value(row.notes.clone()).map_err(|e| corrupt("notes", e))?;
+    notes.push(REPLAY_NOTE.to_owned());
+    if row.key_source == KEY_SOURCE_GENERATED {
+        notes.push(KEY_NOT_REPLAYED_NOTE.to_owned());
+    }
+    Ok(IssueResponse {
+        serial: row.serial.clone(),
+        certificate_pem: row.certificate_pem.clone(),
+        chain_pem,
+        private_key_pem: None,
+        not_before: facts.not_before,
+        not_after: facts.not_after,
+        ttl_seconds: row.ttl_seconds,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigil_contracts::ErrorCode;
+    use sigil_contracts::types::Profile;
+
+    fn request() -> IssueRequest {
+        IssueRequest {
+            idempotency_key: None,
+            profile: Profile::TlsServer,
+            sans: Sans {
+                dns: vec!["web.example.com".into()],
+                ..Sans::default()
+            },
+            ttl_seconds: 3600,
+            csr_pem: None,
+            key_algorithm: None,
+            principal: None,
+        }
+    }
+
+    #[test]
+    fn prepare_checks_lifetime_names_and_keys() {
+        let ok = prepare(&request()).unwrap();
+        assert_eq!(ok.principal, ANONYMOUS);
+        assert_eq!(ok.key_algorithm, KeyAlgorithm::EcdsaP256);
+
+        let cases: Vec<(IssueRequest, &str)> = vec![
+            (
+                IssueRequest {
+                    ttl_seconds: 0,
+                    ..request()
+                },
+                "ttl must be positive",
+            ),
+            (
+                IssueRequest {
+                    ttl_seconds: -1,
+                    ..request()
+                },
+                "ttl must be positive",
+            ),
+            (
+                IssueRequest {
+                    sans: Sans::default(),
+                    ..request()
+                },
+                "no subject alternative names",
+            ),
+            (
+                IssueRequest {
+                    idempotency_key: Some(String::new()),
+                    ..request()
+                },
+                "idempotency_key",
+            ),
+            (
+                IssueRequest {
+                    idempotency_key: Some("a b".into()),
+                    ..request()
+                },
+                "idempotency_key",
+            ),
+            (
+                IssueRequest {
+                    idempotency_key: Some("k".repeat(129)),
+                    ..request()
+                },
+                "idempotency_key",
+            ),
+            (
+                IssueRequest {
+                    principal: Some(String::new()),
+                    ..request()
+                },
+                "principal",
+            ),
+            (
+                IssueRequest {
+                    csr_pem: Some("hello".into()),
+                    ..request()
+                },
+                "bad CSR",
+            ),
+        ];
+        for (req, needle) in cases {
+            let err = prepare(&req).err().unwrap();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{req:?}");
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn names_compare_as_sets() {
+        let a = Sans {
+            dns: vec!["B.example.com".into(), "a.example.com.".into()],
+            ip: vec!["10.0.0.1".parse().unwrap()],
+            uri: vec![],
+        };
+        let b = Sans {
+            dns: vec![
+                "a.example.com".into(),
+                "b.example.com".into(),
+                "a.example.com".into(),
+            ],
+            ip: vec!["10.0.0.1".parse().unwrap()],
+            uri: vec![],
+        };
+        assert!(same_names(&a, &b));
+        let c = Sans {
+            ip: vec![],
+            ..b.clone()
+        };
+        assert!(!same_names(&a, &c));
+    }
+
+    #[test]
+    fn fingerprint_depends_on_the_request() {
+        let a = fingerprint(&request()).unwrap();
+        assert_eq!(a, fingerprint(&request()).unwrap());
+        assert_ne!(
+            a,
+            fingerprint(&IssueRequest {
+                ttl_seconds: 7200,
+                ..request()
+            })
+            .unwrap()
+        );
+        assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn pki_errors_map_to_clear_wire_errors() {
+        assert!(
+            csr_error(PkiError::CsrSignatureInvalid)
+                .message
+                .contains("proof")
+                || csr_error(PkiError::CsrSignatureInvalid)
+                    .message
+                    .contains("possession")
+        );
+        assert_eq!(
+            csr_error(PkiError::WeakKey("rsa 1024".into())).code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            signing_error(PkiError::Crypto("x".into())).code,
+            ErrorCode::Internal
+        );
+        assert_eq!(
+            signing_error(PkiError::InvalidSan("x".into())).code,
+            ErrorCode::BadRequest
+        );
+    }
+}

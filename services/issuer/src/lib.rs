@@ -1,0 +1,279 @@
+//! `sigil-issuer`: Sigil's certificate authority service.
+//!
+//! The issuer holds the CA hierarchy and the only copies of the CA private keys, and
+//! serves `sigil.issuer.v1.issue` ([`ISSUER_ISSUE`]).
+//!
+//! **CA hierarchy.** On first start (no active CA in its database) it creates an ECDSA
+//! P-256 root valid for 10 years and an intermediate valid for 5 years, and stores
+//! them in its own `issuer_ca` table with the private keys sealed (AES-256-GCM, the CA
+//! id as associated data) by a key-encryption key: [`Config::kek`] (`SIGIL_KEK`, 64 hex
+//! characters or base64 of 32 bytes) or else the file `<data_dir>/kek`, created with
+//! mode 0600 on first start; an existing file readable by group or others is refused.
+//! Key bytes are never logged. Issuers racing on first start against one database end
+//! up sharing one hierarchy (see [`ca`]).
+//!
+//! **Issuing** runs prepare → authorize → sign → record (see [`issue`]): the request is
+//! checked and its CSR's proof of possession verified; policy decides over the bus
+//! and may shorten the lifetime; [`sigil_pki::issue_leaf`] lints, signs and validates;
+//! the issuance row and its `identity.issued` CloudEvent are committed in one
+//! transaction and the outbox relay publishes the event to JetStream. Requests with an
+//! idempotency key are answered once: a retry gets the recorded certificate (without
+//! the private key, which is never stored). Any error leaves no row and no event.
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod issue;
+pub mod kek;
+pub mod migration;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sigil_bus::service::Router;
+use sigil_bus::{BusError, Runtime};
+use sigil_contracts::issuer::IssueRequest;
+use sigil_contracts::subjects::{ISSUER_ISSUE, Service};
+use sigil_store::outbox::Outbox;
+use tokio_util::sync::CancellationToken;
+
+pub use migration::Migrator;
+
+/// Name of the health component, of the outbox relay in metrics, and of the database
+/// schema (`sigil_issuer` on PostgreSQL).
+pub const COMPONENT: &str = "issuer";
+/// Default time to wait for policy's answer.
+pub const DEFAULT_POLICY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = ".sigil";
+/// Default prefix of the CA common names.
+pub const DEFAULT_CA_COMMON_NAME: &str = "Sigil";
+
+/// Configuration of the issuer.
+///
+/// ```toml
+/// database_url = "postgres://sigil@db/sigil"
+/// data_dir = "/var/lib/sigil"
+/// ca_common_name = "Example Corp"
+/// policy_timeout = "5s"
+/// ```
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The issuer's database (default: SQLite `<data_dir>/issuer.db`).
+    pub database_url: String,
+    /// Where the generated KEK file `kek` lives when [`Config::kek`] is not set.
+    pub data_dir: PathBuf,
+    /// Key-encryption key for CA keys at rest: 64 hex characters or base64 of 32 bytes.
+    /// `Debug` never prints it.
+    pub kek: Option<String>,
+    /// Prefix of the CA common names: `<prefix> Root CA`, `<prefix> Intermediate CA`.
+    pub ca_common_name: String,
+    /// How long to wait for policy, e.g. `"5s"`.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub policy_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+        Config {
+            database_url: default_database_url(&data_dir),
+            data_dir,
+            kek: None,
+            ca_common_name: DEFAULT_CA_COMMON_NAME.to_owned(),
+            policy_timeout: DEFAULT_POLICY_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &sigil_store::redact(&self.database_url))
+            .field("data_dir", &self.data_dir)
+            .field("kek", &self.kek.as_ref().map(|_| "[redacted]"))
+            .field("ca_common_name", &self.ca_common_name)
+            .field("policy_timeout", &self.policy_timeout)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Check what can be checked without touching disk or network (`run` does too):
+    /// a non-empty CA name prefix, a positive policy timeout, a well-formed `kek`.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.ca_common_name.trim().is_empty() {
+            return Err(Error::Config("ca_common_name must not be empty".to_owned()));
+        }
+        if self.policy_timeout.is_zero() {
+            return Err(Error::Config("policy_timeout must be positive".to_owned()));
+        }
+        if let Some(kek) = &self.kek {
+            kek::parse(kek)?;
+        }
+        Ok(())
+    }
+}
+
+/// SQLite database `issuer.db` inside `data_dir`.
+pub fn default_database_url(data_dir: &std::path::Path) -> String {
+    sigil_store::sqlite_url(&data_dir.join("issuer.db"))
+}
+
+fn deserialize_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// What can stop the issuer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key-encryption key is missing, malformed or unsafely stored.
+    #[error("key-encryption key: {0}")]
+    Kek(String),
+    /// A stored CA cannot be used (most often: the KEK does not match the database).
+    #[error("CA {id}: {reason}")]
+    CaKey { id: String, reason: String },
+    /// The CA rows are inconsistent.
+    #[error("CA state: {0}")]
+    CaState(String),
+    /// Creating the CA hierarchy failed.
+    #[error("creating the CA hierarchy: {0}")]
+    Pki(#[from] sigil_pki::PkiError),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] sigil_store::StoreError),
+    /// A database query failed.
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    /// NATS: the stream or the micro service could not be set up.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Run the issuer until `shutdown` is cancelled: load or create the CA hierarchy,
+/// serve `issue`, relay the outbox. Returns `Ok(())` after in-flight requests finished
+/// and the outbox relay made its last attempt.
+pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Result<(), Error> {
+    rt.health.register(COMPONENT);
+    config.validate()?;
+    let kek = kek::load(config.kek.as_deref(), &config.data_dir).await?;
+    let db = open_db(&config.database_url).await?;
+    // The KEK is needed only to unseal (or seal) the CA keys; it is consumed here.
+    let cas = Arc::new(ca::load_or_create(&db, kek, &config.ca_common_name, rt.now()).await?);
+    rt.bus.ensure_stream().await?;
+    tracing::info!(
+        root = %cas.root.subject(),
+        root_not_after = %cas.root.not_after(),
+        intermediate = %cas.intermediate.subject(),
+        intermediate_not_after = %cas.intermediate.not_after(),
+        "CA hierarchy loaded"
+    );
+
+    let outbox = Outbox::new(db.clone());
+    let issuer = Arc::new(issue::Issuer {
+        db,
+        outbox: outbox.clone(),
+        cas,
+        rt: rt.clone(),
+        policy_timeout: config.policy_timeout,
+    });
+    let router = Router::new(Service::Issuer, "Sigil issuer: certificate issuance")
+        .ready(rt.health.clone(), COMPONENT)
+        .route(ISSUER_ISSUE, move |req: IssueRequest| {
+            let issuer = issuer.clone();
+            async move { issuer.issue(req).await }
+        });
+
+    // The relay outlives the endpoint so that what in-flight requests commit while
+    // draining is still published before we return.
+    let relay_stop = CancellationToken::new();
+    let relay = tokio::spawn(outbox.relay(
+        rt.bus.clone(),
+        COMPONENT,
+        rt.metrics.clone(),
+        relay_stop.clone(),
+    ));
+    let serving = tokio::spawn({
+        let bus = rt.bus.clone();
+        let metrics = rt.metrics.clone();
+        let shutdown = shutdown.clone();
+        async move { router.serve(&bus, metrics, shutdown).await }
+    });
+    let served = serving.await;
+    rt.health.set_ready(COMPONENT, false);
+    relay_stop.cancel();
+    let relayed = relay.await;
+    match served {
+        Ok(result) => result?,
+        Err(join) => {
+            return Err(Error::Bus(BusError::Service(format!(
+                "issue endpoint task failed: {join}"
+            ))));
+        }
+    }
+    relayed.map_err(|join| {
+        Error::Bus(BusError::Service(format!(
+            "outbox relay task failed: {join}"
+        )))
+    })
+}
+
+/// Open and migrate the database. Replicas starting together race on creating the
+/// PostgreSQL schema and on the migrations table; the loser sees a unique violation
+/// (`pg_namespace`, `seaql_migrations`). Both steps are idempotent, so a short retry
+/// finds them done.
+async fn open_db(url: &str) -> Result<sea_orm::DatabaseConnection, Error> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match sigil_store::open::<Migrator>(url, COMPONENT).await {
+            Ok(db) => return Ok(db),
+            Err(e) if attempt < ATTEMPTS && lost_setup_race(&e) => {
+                tracing::info!(error = %e, attempt, "database setup raced with another instance; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn lost_setup_race(e: &sigil_store::StoreError) -> bool {
+    let db_err = match e {
+        sigil_store::StoreError::Migrate(e)
+        | sigil_store::StoreError::Connect { source: e, .. } => e,
+        _ => return false,
+    };
+    matches!(
+        db_err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_toml() {
+        let c = Config::default();
+        assert!(c.database_url.starts_with("sqlite://") && c.database_url.contains("issuer.db"));
+        assert_eq!(c.policy_timeout, DEFAULT_POLICY_TIMEOUT);
+        let parsed: Config =
+            serde_json::from_str(r#"{"policy_timeout": "250ms", "kek": "secret-material"}"#)
+                .unwrap();
+        assert_eq!(parsed.policy_timeout, Duration::from_millis(250));
+        let shown = format!("{parsed:?}");
+        assert!(
+            !shown.contains("secret-material") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+    }
+}
