@@ -14,12 +14,21 @@ cd "$(dirname "$0")/.."
 SIGIL_NATS_SERVER="$(scripts/ensure-nats.sh)"
 export SIGIL_NATS_SERVER
 echo "test.sh: using $SIGIL_NATS_SERVER ($("$SIGIL_NATS_SERVER" --version 2>&1))" >&2
-if [[ -n "${SIGIL_TEST_DATABASE_URL:-}" ]]; then
-  echo "test.sh: PostgreSQL variants on ${SIGIL_TEST_DATABASE_URL%%@*}@…" >&2
-fi
 
-if cargo nextest --version >/dev/null 2>&1; then
-  exec cargo nextest run --workspace --no-fail-fast "$@"
-else
-  exec cargo test --workspace --no-fail-fast "$@"
+run_suite() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast "$@"
+  else
+    cargo test --workspace --no-fail-fast "$@"
+  fi
+}
+
+# SQLite always; then, when a PostgreSQL URL is given, the whole suite again on it
+# (tests that touch storage pick the backend from SIGIL_TEST_DATABASE_URL).
+pg_url="${SIGIL_TEST_DATABASE_URL:-}"
+echo "test.sh: suite on SQLite" >&2
+SIGIL_TEST_DATABASE_URL="" run_suite "$@"
+if [[ -n "$pg_url" ]]; then
+  echo "test.sh: suite on PostgreSQL" >&2
+  SIGIL_TEST_DATABASE_URL="$pg_url" run_suite "$@"
 fi

@@ -93,6 +93,33 @@ async fn endpoints_reply_with_results_or_typed_errors() {
         .unwrap();
     let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
     assert_eq!(ping["name"], "sigil-inventory");
+    let info = bus
+        .client()
+        .request("$SRV.INFO.sigil-inventory", Bytes::new())
+        .await
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, vec!["sigil.inventory.v1.get"]);
+    assert_eq!(
+        info["endpoints"][0]["queue_group"], "q",
+        "replicas share load"
+    );
+    let stats = bus
+        .client()
+        .request("$SRV.STATS.sigil-inventory", Bytes::new())
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert!(
+        stats["endpoints"][0]["num_requests"].as_u64().unwrap() >= 5,
+        "{stats}"
+    );
 
     shutdown.cancel();
     let gone = eventually(T, "endpoint stopped", || async {

@@ -232,3 +232,79 @@ async fn unreachable_nats_is_exit_69_with_one_line() {
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
 }
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+/// With nothing listening at a loopback NATS URL, `sigil up` starts its own
+/// nats-server there (store in the data dir), records the URL for the CLI, and serves
+/// /healthz, /readyz and /metrics on one listener.
+#[test]
+fn up_starts_its_own_nats_and_serves_health() {
+    let data = tempfile::tempdir().unwrap();
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--nats", &url, "up", "--http", &http])
+        .env_remove("SIGIL_NATS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut first = String::new();
+    BufReader::new(stdout).read_line(&mut first).unwrap();
+    let _up = Up(child);
+    assert!(first.starts_with("sigil up: 5 services ready"), "{first}");
+    assert!(first.contains(&url), "uses the port it was given: {first}");
+    assert!(
+        data.path().join("nats").is_dir(),
+        "JetStream store in the data dir"
+    );
+    let recorded = std::fs::read_to_string(data.path().join("nats.url")).unwrap();
+    assert_eq!(recorded.trim(), url);
+
+    let (status, body) = http_get(&http, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_get(&http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["components"].as_object().unwrap().len(), 5);
+
+    // The CLI finds this NATS through the data dir, with no --nats.
+    let o = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["issue", "--dns", "local.example.com", "--out"])
+        .arg(data.path().join("out"))
+        .env_remove("SIGIL_NATS_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (status, metrics) = http_get(&http, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(
+            "sigil_requests_total{service=\"issuer\",operation=\"issue\",outcome=\"ok\"} 1"
+        ),
+        "{metrics}"
+    );
+}

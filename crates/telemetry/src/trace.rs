@@ -100,6 +100,8 @@ fn build_and_install(service_name: &str) -> Result<TelemetryGuard, TelemetryErro
         .with(
             tracing_subscriber::fmt::layer()
                 .compact()
+                // Colour only on a terminal: log files and CI output stay plain.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr),
         )
         .with(tracing_opentelemetry::layer().with_tracer(tracer));

@@ -223,7 +223,10 @@ mod tests {
     /// Runs only when `SIGIL_TEST_DATABASE_URL` names a PostgreSQL server.
     #[tokio::test]
     async fn postgres_database_is_created_and_dropped() {
-        let Ok(server) = std::env::var(DATABASE_URL_ENV) else {
+        let Some(server) = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+        else {
             eprintln!("skipped: {DATABASE_URL_ENV} is not set");
             return;
         };
