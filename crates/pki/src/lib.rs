@@ -22,6 +22,7 @@ mod kek;
 mod key;
 mod leaf;
 mod lint;
+pub mod mldsa;
 mod pem;
 
 pub use ca::{
