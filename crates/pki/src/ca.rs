@@ -5,7 +5,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData as _, SerialNumber,
+    KeyUsagePurpose, PublicKeyData as _, SerialNumber, SigningKey,
 };
 use sigil_contracts::types::KeyAlgorithm;
 use x509_parser::certificate::X509Certificate;
@@ -97,11 +97,20 @@ impl CaMaterial {
     /// The signing key and an rcgen issuer built from the certificate (subject, key
     /// identifier), after checking again that they belong together.
     pub(crate) fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+        self.issuer_with(|key_pair| key_pair)
+    }
+
+    /// As [`CaMaterial::issuer`], with the (checked) key pair wrapped by `wrap`, e.g.
+    /// in a signer that records what it signs (see `hybrid`).
+    pub(crate) fn issuer_with<S: SigningKey>(
+        &self,
+        wrap: impl FnOnce(KeyPair) -> S,
+    ) -> Result<Issuer<'static, S>, PkiError> {
         let key_pair = self.key.key_pair()?;
         let cert = parse_certificate(&self.cert_der)?;
         check_is_ca(&cert)?;
         check_key_matches(&cert, &key_pair)?;
-        Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), key_pair)
+        Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), wrap(key_pair))
             .map_err(|e| PkiError::Encoding(format!("CA certificate unusable as issuer: {e}")))
     }
 }
@@ -127,13 +136,7 @@ pub fn create_root_with_key(
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
 ) -> Result<CaMaterial, PkiError> {
-    let mut params = ca_params(
-        common_name,
-        not_before,
-        not_after,
-        BasicConstraints::Unconstrained,
-    )?;
-    params.use_authority_key_identifier_extension = false;
+    let params = root_params(common_name, not_before, not_after)?;
     key.algorithm()?;
     let key_pair = key.key_pair()?;
     let cert = params
@@ -171,6 +174,40 @@ pub fn create_intermediate_with_key(
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
 ) -> Result<CaMaterial, PkiError> {
+    let (params, key_pair) = intermediate_params(parent, common_name, &key, not_before, not_after)?;
+    let issuer = parent.issuer()?;
+    let cert = params
+        .signed_by(&key_pair, &issuer)
+        .map_err(|e| PkiError::crypto("signing intermediate certificate", e))?;
+    CaMaterial::from_der(cert.der().to_vec(), key)
+}
+
+/// Parameters of a root CA certificate (see [`create_root`]); no
+/// authorityKeyIdentifier.
+pub(crate) fn root_params(
+    common_name: &str,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = ca_params(
+        common_name,
+        not_before,
+        not_after,
+        BasicConstraints::Unconstrained,
+    )?;
+    params.use_authority_key_identifier_extension = false;
+    Ok(params)
+}
+
+/// Checks an intermediate against its parent and returns its parameters and loaded
+/// key pair (see [`create_intermediate`]); signs nothing.
+pub(crate) fn intermediate_params(
+    parent: &CaMaterial,
+    common_name: &str,
+    key: &SecretKey,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<(CertificateParams, KeyPair), PkiError> {
     let params = ca_params(
         common_name,
         not_before,
@@ -208,11 +245,7 @@ pub fn create_intermediate_with_key(
             "intermediate must not reuse the parent's key".to_owned(),
         ));
     }
-    let issuer = parent.issuer()?;
-    let cert = params
-        .signed_by(&key_pair, &issuer)
-        .map_err(|e| PkiError::crypto("signing intermediate certificate", e))?;
-    CaMaterial::from_der(cert.der().to_vec(), key)
+    Ok((params, key_pair))
 }
 
 fn ca_params(

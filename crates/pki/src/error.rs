@@ -45,6 +45,12 @@ pub enum PkiError {
     /// format version, or the bytes were tampered with.
     #[error("sealed data could not be opened (wrong key, wrong context or tampered)")]
     Sealed,
+    /// A hybrid ("Catalyst", ITU-T X.509 §9.8) certificate's alternative signature is
+    /// missing (no altSignatureAlgorithm / altSignatureValue, or an issuer without
+    /// subjectAltPublicKeyInfo), names an algorithm other than the issuer's
+    /// alternative key, or does not verify over the preTBSCertificate.
+    #[error("alternative signature invalid: {0}")]
+    AltSignature(String),
 }
 
 impl PkiError {

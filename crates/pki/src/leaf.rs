@@ -67,7 +67,33 @@ pub struct IssuedCert {
 /// After signing it is parsed back, its signature checked against the issuer's key
 /// and its names compared with the request ([`PkiError::Lint`] if anything differs).
 pub fn issue_leaf(issuer: &CaMaterial, req: &LeafRequest) -> Result<IssuedCert, PkiError> {
-    // Prepare and lint.
+    let PreparedLeaf {
+        params,
+        subject_key,
+        subject_spki,
+    } = prepare_leaf(issuer, req)?;
+
+    // Sign.
+    let rcgen_issuer = issuer.issuer()?;
+    let cert = params
+        .signed_by(&subject_key, &rcgen_issuer)
+        .map_err(|e| PkiError::crypto("signing leaf certificate", e))?;
+    finish_leaf(issuer, cert.der().to_vec(), req, &subject_spki)
+}
+
+/// A linted leaf, ready to be signed.
+pub(crate) struct PreparedLeaf {
+    pub(crate) params: CertificateParams,
+    pub(crate) subject_key: rcgen::SubjectPublicKeyInfo,
+    /// DER SubjectPublicKeyInfo of the subject key.
+    pub(crate) subject_spki: Vec<u8>,
+}
+
+/// Every check [`issue_leaf`] makes before signing, and the parameters it signs.
+pub(crate) fn prepare_leaf(
+    issuer: &CaMaterial,
+    req: &LeafRequest,
+) -> Result<PreparedLeaf, PkiError> {
     let (not_before, not_after) = validity(req.not_before, req.not_after)?;
     if req.not_after.timestamp() > issuer.not_after().timestamp() {
         return Err(PkiError::InvalidValidity(format!(
@@ -98,15 +124,48 @@ pub fn issue_leaf(issuer: &CaMaterial, req: &LeafRequest) -> Result<IssuedCert, 
         ));
     }
 
-    // Build and sign.
-    let params = leaf_params(req, common_name, key_algorithm, not_before, not_after)?;
-    let cert = params
-        .signed_by(&subject_key, &rcgen_issuer)
-        .map_err(|e| PkiError::crypto("signing leaf certificate", e))?;
-    let cert_der = cert.der().to_vec();
+    let mut params = leaf_params(req, common_name, key_algorithm, not_before, not_after)?;
+    params
+        .custom_extensions
+        .extend(end_entity_extensions(&subject_spki)?);
+    Ok(PreparedLeaf {
+        params,
+        subject_key,
+        subject_spki,
+    })
+}
 
-    // Validate what was signed.
-    validate_issued(issuer, &cert_der, req, &subject_spki)?;
+/// basicConstraints (critical, empty SEQUENCE = CA:false in DER) and the subject key
+/// identifier (RFC 7093 method 1: leftmost 160 bits of SHA-256 of the public key),
+/// encoded with x509-cert's types.
+fn end_entity_extensions(subject_spki: &[u8]) -> Result<Vec<rcgen::CustomExtension>, PkiError> {
+    use der::{Decode, Encode};
+    let enc = |e: der::Error| PkiError::Encoding(format!("end-entity extensions: {e}"));
+    let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(subject_spki).map_err(enc)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, spki.subject_public_key.raw_bytes());
+    let ski = x509_cert::ext::pkix::SubjectKeyIdentifier(
+        der::asn1::OctetString::new(&digest.as_ref()[..20]).map_err(enc)?,
+    );
+    let bc = x509_cert::ext::pkix::BasicConstraints {
+        ca: false,
+        path_len_constraint: None,
+    };
+    let mut basic =
+        rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 19], bc.to_der().map_err(enc)?);
+    basic.set_criticality(true);
+    let key_id =
+        rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 14], ski.to_der().map_err(enc)?);
+    Ok(vec![key_id, basic])
+}
+
+/// Validates what was signed (see [`issue_leaf`]) and reads its facts back.
+pub(crate) fn finish_leaf(
+    issuer: &CaMaterial,
+    cert_der: Vec<u8>,
+    req: &LeafRequest,
+    subject_spki: &[u8],
+) -> Result<IssuedCert, PkiError> {
+    validate_issued(issuer, &cert_der, req, subject_spki)?;
     let facts = certificate_facts(&cert_der, req.profile)?;
     Ok(IssuedCert {
         cert_pem: pem::encode("CERTIFICATE", &cert_der),
@@ -183,8 +242,10 @@ fn leaf_params(
     params.not_before = not_before;
     params.not_after = not_after;
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
-    // ExplicitNoCa writes basicConstraints CA:false (critical) and the SKI.
-    params.is_ca = IsCa::ExplicitNoCa;
+    // Not rcgen's ExplicitNoCa: it encodes `cA FALSE` explicitly, which DER forbids
+    // (a DEFAULT value must be omitted) and strict parsers such as pyca/cryptography
+    // refuse. basicConstraints and the SKI are added by `end_entity_extensions`.
+    params.is_ca = IsCa::NoCa;
     params.key_usages = key_usages;
     params.extended_key_usages = vec![eku];
     params.use_authority_key_identifier_extension = true;
@@ -395,6 +456,33 @@ mod tests {
                 check_text(&text, profile, false);
             }
         }
+    }
+
+    /// CA:false must be encoded as an empty SEQUENCE (DER omits DEFAULT values), and
+    /// the SKI must be present exactly once.
+    #[test]
+    fn basic_constraints_are_der_and_ski_present() {
+        let (_root, inter) = chain(KeyAlgorithm::EcdsaP256);
+        let req = request(
+            Profile::TlsServer,
+            LeafKey::Generated(generate_key(KeyAlgorithm::EcdsaP256).unwrap()),
+        );
+        let leaf = issue_leaf(&inter, &req).unwrap();
+        let cert = parse_certificate(&leaf.cert_der).unwrap();
+        let exts = cert.extensions();
+        let bc: Vec<_> = exts
+            .iter()
+            .filter(|e| e.oid.to_id_string() == "2.5.29.19")
+            .collect();
+        assert_eq!(bc.len(), 1);
+        assert!(bc[0].critical);
+        assert_eq!(bc[0].value, &[0x30, 0x00]);
+        let ski: Vec<_> = exts
+            .iter()
+            .filter(|e| e.oid.to_id_string() == "2.5.29.14")
+            .collect();
+        assert_eq!(ski.len(), 1);
+        assert_eq!(ski[0].value.len(), 22, "OCTET STRING of 20 bytes");
     }
 
     #[test]

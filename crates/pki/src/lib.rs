@@ -15,26 +15,42 @@
 #![forbid(unsafe_code)]
 
 mod ca;
+pub mod composite;
 mod csr;
 mod error;
 mod facts;
+pub mod hybrid;
 mod kek;
 mod key;
 mod leaf;
 mod lint;
 pub mod mldsa;
 mod pem;
+pub mod pqcert;
+pub mod verify;
 
 pub use ca::{
     CaMaterial, create_intermediate, create_intermediate_with_key, create_root,
     create_root_with_key,
 };
+pub use composite::{
+    CompositeAlg, CompositeCaMaterial, CompositeKeyPair, CompositeLeafRequest,
+    create_composite_intermediate, create_composite_root, issue_composite_leaf,
+};
 pub use csr::{MAX_CSR_BYTES, ParsedCsr, parse_csr};
 pub use error::PkiError;
 pub use facts::{certificate_facts, random_serial};
+pub use hybrid::{
+    HybridCaMaterial, create_hybrid_intermediate, create_hybrid_root, issue_hybrid_leaf,
+};
 pub use kek::Kek;
 pub use key::{SecretKey, generate_key};
 pub use leaf::{IssuedCert, LeafKey, LeafRequest, issue_leaf};
+pub use pqcert::{
+    CertIssuer, CertSigner, CertTemplate, MlDsaLeafRequest, PqCaMaterial, build_certificate,
+    create_mldsa_intermediate, create_mldsa_root, issue_mldsa_leaf,
+};
+pub use verify::{SignatureCheck, SignatureKind, VerifyReport, verify_chain};
 
 #[cfg(test)]
 mod testutil;
