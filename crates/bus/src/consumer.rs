@@ -18,7 +18,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use sigil_contracts::subjects;
-use sigil_contracts::{CloudEvent, EventData};
+use sigil_contracts::{CloudEvent, EventData, normalize_serial};
 use sigil_telemetry::{ConsumeOutcome, Metrics};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -62,6 +62,12 @@ pub enum HandleError {
     /// The message can never be processed (e.g. undecodable); dead-letter it now.
     #[error("poison: {0}")]
     Poison(String),
+}
+
+/// The normalised form of the certificate serial `raw` carried by an event; a serial
+/// that does not parse makes the event [`HandleError::Poison`].
+pub fn parse_serial(raw: &str) -> Result<String, HandleError> {
+    normalize_serial(raw).ok_or_else(|| HandleError::Poison(format!("malformed serial {raw:?}")))
 }
 
 /// One delivered event.

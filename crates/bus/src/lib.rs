@@ -8,9 +8,12 @@
 //! - [`service::Router`] serves typed endpoints as a NATS micro service.
 //! - [`consumer::run`] drives a durable pull consumer with explicit acks, bounded
 //!   redelivery and a dead-letter subject.
+//! - [`launch::main`] is the start-up every `sigil-<service>` binary shares: environment,
+//!   telemetry, connection, health endpoint, signals and exit codes.
 #![forbid(unsafe_code)]
 
 pub mod consumer;
+pub mod launch;
 pub mod runtime;
 pub mod service;
 
@@ -87,6 +90,15 @@ impl ClientError {
             other => WireError::unavailable(other.to_string()),
         }
     }
+}
+
+/// An event ready to publish: subject, id (becomes `Nats-Msg-Id`), payload, trace.
+#[derive(Debug, Clone)]
+pub struct OutgoingEvent {
+    pub subject: String,
+    pub id: String,
+    pub payload: Bytes,
+    pub traceparent: Option<String>,
 }
 
 /// A NATS connection with JetStream.
@@ -213,26 +225,66 @@ impl Bus {
         payload: Bytes,
         traceparent: Option<&str>,
     ) -> Result<(), BusError> {
-        let mut msg = jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .message_id(id);
-        if let Some(tp) = traceparent {
-            msg = msg.header(TRACEPARENT, tp);
-        }
-        let err = |reason: String| BusError::Publish {
+        let event = OutgoingEvent {
             subject: subject.to_owned(),
-            reason,
+            id: id.to_owned(),
+            payload,
+            traceparent: traceparent.map(str::to_owned),
         };
-        let ack = self
-            .js
-            .send_publish(subject.to_owned(), msg)
+        self.publish_events(std::slice::from_ref(&event))
             .await
-            .map_err(|e| err(e.to_string()))?;
-        tokio::time::timeout(Duration::from_secs(10), ack)
-            .await
-            .map_err(|_| err("no JetStream ack within 10s".to_owned()))?
-            .map_err(|e| err(e.to_string()))?;
-        Ok(())
+            .0
+            .map(|_| ())
+    }
+
+    /// Publish events in order, pipelined: every message is sent before any ack is
+    /// awaited, and acks are then collected in order. Returns how many leading events
+    /// were acknowledged, and the first failure if there was one (events after it may
+    /// or may not have been stored; re-publishing them is safe, the ids dedupe).
+    pub async fn publish_events(
+        &self,
+        events: &[OutgoingEvent],
+    ) -> (Result<usize, BusError>, usize) {
+        let mut pending = Vec::with_capacity(events.len());
+        let mut first_error = None;
+        for e in events {
+            let mut msg = jetstream::message::PublishMessage::build()
+                .payload(e.payload.clone())
+                .message_id(&e.id);
+            if let Some(tp) = &e.traceparent {
+                msg = msg.header(TRACEPARENT, tp.as_str());
+            }
+            match self.js.send_publish(e.subject.clone(), msg).await {
+                Ok(ack) => pending.push((e, ack)),
+                Err(err) => {
+                    first_error = Some(BusError::Publish {
+                        subject: e.subject.clone(),
+                        reason: err.to_string(),
+                    });
+                    break;
+                }
+            }
+        }
+        let mut acked = 0;
+        for (e, ack) in pending {
+            let failed = match tokio::time::timeout(Duration::from_secs(10), ack).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(err)) => Some(err.to_string()),
+                Err(_) => Some("no JetStream ack within 10s".to_owned()),
+            };
+            if let Some(reason) = failed {
+                first_error = Some(BusError::Publish {
+                    subject: e.subject.clone(),
+                    reason,
+                });
+                break;
+            }
+            acked += 1;
+        }
+        match first_error {
+            Some(e) => (Err(e), acked),
+            None => (Ok(acked), acked),
+        }
     }
 
     /// Call `op` with `req` and decode its [`Reply`].

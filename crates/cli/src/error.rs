@@ -18,6 +18,10 @@ pub const EXIT_DENIED: u8 = 3;
 pub const EXIT_NOT_FOUND: u8 = 4;
 /// The service refused the request: bad request, too large, or a conflict.
 pub const EXIT_REJECTED: u8 = 5;
+/// `sigil verify`: a check on the certificate path failed, or no path to a trusted
+/// root was found. (Input files that cannot be read or parsed exit with
+/// [`EXIT_REJECTED`]; a missing trust anchor with [`EXIT_USAGE`].)
+pub const EXIT_VERIFY_FAILED: u8 = 6;
 /// Sigil cannot be reached: no NATS, no service listening, timeout, or a service
 /// reporting `unavailable` (BSD `EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: u8 = 69;
@@ -38,6 +42,15 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A local input file is unreadable or malformed (exit [`EXIT_REJECTED`]).
+    #[error("{}: {reason}", path.display())]
+    BadInput { path: PathBuf, reason: String },
+    /// Options that parsed but cannot be acted on together (exit [`EXIT_USAGE`]).
+    #[error("{0}")]
+    Usage(String),
+    /// `sigil verify`: at least one check failed (exit [`EXIT_VERIFY_FAILED`]).
+    #[error("verification failed: {failed} of {total} checks failed")]
+    VerifyFailed { failed: usize, total: usize },
     /// Anything else, with its message.
     #[error("{0}")]
     Other(String),
@@ -48,6 +61,13 @@ impl CliError {
         CliError::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    pub fn bad_input(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        CliError::BadInput {
+            path: path.into(),
+            reason: reason.into(),
         }
     }
 
@@ -62,6 +82,9 @@ impl CliError {
             ) => EXIT_UNAVAILABLE,
             CliError::Client(_) => EXIT_FAILURE,
             CliError::Bus(_) => EXIT_UNAVAILABLE,
+            CliError::BadInput { .. } => EXIT_REJECTED,
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::VerifyFailed { .. } => EXIT_VERIFY_FAILED,
             CliError::Io { .. } | CliError::Other(_) => EXIT_FAILURE,
         }
     }
@@ -170,12 +193,22 @@ mod tests {
                 EXIT_FAILURE,
             ),
             (CliError::Other("x".into()), EXIT_FAILURE),
+            (CliError::bad_input("cert.pem", "not PEM"), EXIT_REJECTED),
+            (CliError::Usage("no roots".into()), EXIT_USAGE),
+            (
+                CliError::VerifyFailed {
+                    failed: 1,
+                    total: 9,
+                },
+                EXIT_VERIFY_FAILED,
+            ),
         ];
         for (error, code) in cases {
             assert_eq!(error.exit_code(), code, "{error:?}");
         }
         assert_eq!(EXIT_OK, 0);
         assert_eq!(EXIT_USAGE, 2);
+        assert_eq!(EXIT_VERIFY_FAILED, 6);
     }
 
     #[test]

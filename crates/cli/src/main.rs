@@ -2,12 +2,14 @@
 //!
 //! `sigil up` runs NATS (when none answers) and all five services in one process;
 //! `sigil serve <service>` runs one. Client commands talk to the running services over NATS (request/reply and the
-//! `SIGIL_EVENTS` stream): `issue`, `ls`, `show`, `revoke`, `events`. Each lives in its
-//! own module under [`commands`]; global options are in [`context`]; errors and the
-//! exit-code table in [`error`].
+//! `SIGIL_EVENTS` stream): `issue`, `ls`, `show`, `revoke`, `events`. `verify` checks a
+//! certificate path offline (no NATS). Each lives in its own module under
+//! [`commands`]; global options are in [`context`]; errors and the exit-code table in
+//! [`error`].
 //!
 //! Exit codes: 0 ok, 1 other failure, 2 usage, 3 denied by policy, 4 not found,
-//! 5 rejected (bad request, too large, conflict), 69 Sigil unavailable.
+//! 5 rejected (bad request, too large, conflict; for `verify`: unreadable or malformed
+//! input), 6 verification failed (`verify`), 69 Sigil unavailable.
 #![forbid(unsafe_code)]
 
 mod commands;
@@ -46,6 +48,9 @@ pub enum Command {
     Show(commands::show::ShowArgs),
     Revoke(commands::revoke::RevokeArgs),
     Events(commands::events::EventsArgs),
+    Verify(commands::verify::VerifyArgs),
+    /// Measure a running Sigil (see docs/benchmarks.md)
+    Bench(commands::bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -82,6 +87,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show(args) => commands::show::run(global, args).await,
         Command::Revoke(args) => commands::revoke::run(global, args).await,
         Command::Events(args) => commands::events::run(global, args).await,
+        Command::Verify(args) => commands::verify::run(global, args),
+        Command::Bench(args) => commands::bench::run(global, args).await,
     }
 }
 

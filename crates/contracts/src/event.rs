@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-use crate::types::{CertificateFacts, RevocationReason};
+use crate::types::{CaKind, CertificateFacts, RevocationReason};
 
 /// The kinds of event Sigil publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +71,9 @@ pub struct IdentityIssued {
     pub chain_pem: Vec<String>,
     /// Who asked for it.
     pub requested_by: String,
+    /// Kind of the CA that signed (absent in events of older issuers: classical).
+    #[serde(default = "CaKind::classical")]
+    pub kind: CaKind,
 }
 
 impl EventData for IdentityIssued {

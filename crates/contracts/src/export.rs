@@ -34,6 +34,12 @@ fn operation_messages(op: Operation) -> (&'static str, &'static str) {
             ("policy.v1.EvaluateRequest", "policy.v1.EvaluateReply")
         }
         (subjects::Service::Issuer, "issue") => ("issuer.v1.IssueRequest", "issuer.v1.IssueReply"),
+        (subjects::Service::Issuer, "ca_list") => {
+            ("issuer.v1.CaListRequest", "issuer.v1.CaListReply")
+        }
+        (subjects::Service::Issuer, "ca_init") => {
+            ("issuer.v1.CaInitRequest", "issuer.v1.CaInitReply")
+        }
         (subjects::Service::Inventory, "query") => {
             ("inventory.v1.QueryRequest", "inventory.v1.QueryReply")
         }
@@ -67,6 +73,10 @@ pub fn schemas() -> Vec<SchemaFile> {
         file::<Reply<policy::Decision>>("policy.v1.EvaluateReply"),
         file::<issuer::IssueRequest>("issuer.v1.IssueRequest"),
         file::<Reply<issuer::IssueResponse>>("issuer.v1.IssueReply"),
+        file::<issuer::CaListRequest>("issuer.v1.CaListRequest"),
+        file::<Reply<issuer::CaListResponse>>("issuer.v1.CaListReply"),
+        file::<issuer::CaInitRequest>("issuer.v1.CaInitRequest"),
+        file::<Reply<issuer::CaListResponse>>("issuer.v1.CaInitReply"),
         file::<inventory::QueryRequest>("inventory.v1.QueryRequest"),
         file::<Reply<inventory::QueryResponse>>("inventory.v1.QueryReply"),
         file::<inventory::GetRequest>("inventory.v1.GetRequest"),

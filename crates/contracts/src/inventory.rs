@@ -23,7 +23,8 @@ pub struct QueryRequest {
     /// pattern (e.g. `*.example.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub san: Option<String>,
-    /// Page size, 1..=500 (default 100).
+    /// Page size, 1..=500 (default 100). A page may hold fewer items when they would
+    /// make the reply too large for NATS; follow `next_cursor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// Opaque cursor from a previous page's `next_cursor`.

@@ -80,6 +80,14 @@ pub const ISSUER_ISSUE: Operation = Operation {
     service: Service::Issuer,
     name: "issue",
 };
+pub const ISSUER_CA_LIST: Operation = Operation {
+    service: Service::Issuer,
+    name: "ca_list",
+};
+pub const ISSUER_CA_INIT: Operation = Operation {
+    service: Service::Issuer,
+    name: "ca_init",
+};
 pub const INVENTORY_QUERY: Operation = Operation {
     service: Service::Inventory,
     name: "query",
@@ -94,9 +102,11 @@ pub const REVOCATION_REVOKE: Operation = Operation {
 };
 
 /// Every request/reply operation, for discovery docs and the AsyncAPI export.
-pub const OPERATIONS: [Operation; 5] = [
+pub const OPERATIONS: [Operation; 7] = [
     POLICY_EVALUATE,
     ISSUER_ISSUE,
+    ISSUER_CA_LIST,
+    ISSUER_CA_INIT,
     INVENTORY_QUERY,
     INVENTORY_GET,
     REVOCATION_REVOKE,

@@ -66,16 +66,28 @@ pub enum KeyAlgorithm {
     Rsa2048,
     Rsa3072,
     Rsa4096,
+    /// ML-DSA-44 (FIPS 204). Only an `mldsa` CA issues (server-generated) ML-DSA keys.
+    #[serde(rename = "ml-dsa-44")]
+    MlDsa44,
+    /// ML-DSA-65 (FIPS 204).
+    #[serde(rename = "ml-dsa-65")]
+    MlDsa65,
+    /// ML-DSA-87 (FIPS 204).
+    #[serde(rename = "ml-dsa-87")]
+    MlDsa87,
 }
 
 impl KeyAlgorithm {
-    pub const ALL: [KeyAlgorithm; 6] = [
+    pub const ALL: [KeyAlgorithm; 9] = [
         KeyAlgorithm::EcdsaP256,
         KeyAlgorithm::EcdsaP384,
         KeyAlgorithm::Ed25519,
         KeyAlgorithm::Rsa2048,
         KeyAlgorithm::Rsa3072,
         KeyAlgorithm::Rsa4096,
+        KeyAlgorithm::MlDsa44,
+        KeyAlgorithm::MlDsa65,
+        KeyAlgorithm::MlDsa87,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,11 +98,62 @@ impl KeyAlgorithm {
             KeyAlgorithm::Rsa2048 => "rsa-2048",
             KeyAlgorithm::Rsa3072 => "rsa-3072",
             KeyAlgorithm::Rsa4096 => "rsa-4096",
+            KeyAlgorithm::MlDsa44 => "ml-dsa-44",
+            KeyAlgorithm::MlDsa65 => "ml-dsa-65",
+            KeyAlgorithm::MlDsa87 => "ml-dsa-87",
         }
     }
 
     pub fn from_name(name: &str) -> Option<KeyAlgorithm> {
         KeyAlgorithm::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// Kind of CA hierarchy that signs: what signatures its certificates carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaKind {
+    /// One classical signature (ECDSA/Ed25519); what every TLS stack accepts.
+    Classical,
+    /// A classical certificate plus an ML-DSA alternative signature (ITU-T X.509 2019
+    /// subjectAltPublicKeyInfo / altSignatureAlgorithm / altSignatureValue).
+    Hybrid,
+    /// One composite ML-DSA + classical signature (draft-ietf-lamps-pq-composite-sigs).
+    Composite,
+    /// One pure ML-DSA signature (RFC 9881).
+    Mldsa,
+}
+
+impl CaKind {
+    pub const ALL: [CaKind; 4] = [
+        CaKind::Classical,
+        CaKind::Hybrid,
+        CaKind::Composite,
+        CaKind::Mldsa,
+    ];
+
+    /// What messages written before CA kinds existed were signed by.
+    pub fn classical() -> CaKind {
+        CaKind::Classical
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaKind::Classical => "classical",
+            CaKind::Hybrid => "hybrid",
+            CaKind::Composite => "composite",
+            CaKind::Mldsa => "mldsa",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<CaKind> {
+        CaKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for CaKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

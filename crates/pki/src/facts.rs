@@ -105,7 +105,8 @@ pub(crate) fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
-/// `ecdsa-with-SHA256`, `sha256WithRSAEncryption`, `Ed25519`, … or the dotted OID.
+/// `ecdsa-with-SHA256`, `sha256WithRSAEncryption`, `Ed25519`, `ML-DSA-65`,
+/// `MLDSA65-ECDSA-P256-SHA512`, … or the dotted OID.
 pub(crate) fn signature_algorithm_name(alg: &AlgorithmIdentifier<'_>) -> String {
     let oid = &alg.algorithm;
     let name = [
@@ -122,7 +123,10 @@ pub(crate) fn signature_algorithm_name(alg: &AlgorithmIdentifier<'_>) -> String 
     .into_iter()
     .find(|(known, _)| *known == oid)
     .map(|(_, name)| name.to_owned());
-    name.unwrap_or_else(|| oid.to_id_string())
+    name.unwrap_or_else(|| {
+        let dotted = oid.to_id_string();
+        crate::key::pq_algorithm_name(&dotted).map_or(dotted, str::to_owned)
+    })
 }
 
 /// SHA-256 of `bytes`, lowercase hex.

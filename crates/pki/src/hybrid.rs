@@ -250,6 +250,13 @@ pub fn issue_hybrid_leaf(
     finish_leaf(&issuer.classical, signed.cert_der, req, &subject_spki)
 }
 
+/// The ML-DSA parameter set of the key in `cert_der`'s subjectAltPublicKeyInfo
+/// (2.5.29.72), `None` when the certificate has none.
+pub fn subject_alt_key_level(cert_der: &[u8]) -> Result<Option<MlDsaLevel>, PkiError> {
+    let cert = decode_certificate(cert_der)?;
+    Ok(subject_alt_public_key(&cert)?.map(|(level, _)| level))
+}
+
 /// Verifies the alternative signature of `cert_der` (DER) against the ML-DSA key in
 /// `issuer_cert_der`'s subjectAltPublicKeyInfo: the certificate's
 /// altSignatureAlgorithm must name exactly the issuer key's ML-DSA algorithm

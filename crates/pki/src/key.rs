@@ -83,6 +83,12 @@ pub fn generate_key(alg: KeyAlgorithm) -> Result<SecretKey, PkiError> {
                 RSA_GENERATION_UNSUPPORTED.to_owned(),
             ));
         }
+        KeyAlgorithm::MlDsa44 | KeyAlgorithm::MlDsa65 | KeyAlgorithm::MlDsa87 => {
+            return Err(PkiError::UnsupportedKey(format!(
+                "{} is not a classical (PKCS#8 / rcgen) key; generate it with MlDsaKeyPair",
+                alg.as_str()
+            )));
+        }
     };
     let key_pair =
         KeyPair::generate_for(sign_alg).map_err(|e| PkiError::crypto("key generation", e))?;
@@ -129,8 +135,16 @@ pub(crate) fn describe_spki(spki: &SubjectPublicKeyInfo<'_>) -> String {
         KeyKind::Known(alg) => alg.as_str().to_owned(),
         KeyKind::Rsa(bits) => format!("rsa-{bits}"),
         KeyKind::EcCurve(curve) => format!("ec-{curve}"),
-        KeyKind::Other(oid) => oid,
+        KeyKind::Other(oid) => pq_algorithm_name(&oid).map_or(oid, str::to_owned),
     }
+}
+
+/// `ML-DSA-65`, `MLDSA65-ECDSA-P256-SHA512`, … for a post-quantum key or signature
+/// algorithm OID (they share OIDs), `None` for anything else.
+pub(crate) fn pq_algorithm_name(oid: &str) -> Option<&'static str> {
+    crate::mldsa::MlDsaLevel::from_oid(oid)
+        .map(crate::mldsa::MlDsaLevel::name)
+        .or_else(|| crate::composite::CompositeAlg::from_oid(oid).map(|a| a.name()))
 }
 
 enum KeyKind {

@@ -25,7 +25,7 @@ mod key;
 mod leaf;
 mod lint;
 pub mod mldsa;
-mod pem;
+pub mod pem;
 pub mod pqcert;
 pub mod verify;
 

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 /// Encodes `der` as one PEM block with 64-character lines.
-pub(crate) fn encode(label: &str, der: &[u8]) -> String {
+pub fn encode(label: &str, der: &[u8]) -> String {
     let body = STANDARD.encode(der);
     let mut out = String::with_capacity(body.len() + body.len() / 64 + 2 * label.len() + 40);
     out.push_str("-----BEGIN ");
@@ -26,7 +26,7 @@ pub(crate) fn encode(label: &str, der: &[u8]) -> String {
 ///
 /// Explanatory text before and after the block is ignored (RFC 7468 §2); a second
 /// block, a different label, a mismatched END line or bad base64 is an error.
-pub(crate) fn decode(text: &str, labels: &[&str]) -> Result<Vec<u8>, String> {
+pub fn decode(text: &str, labels: &[&str]) -> Result<Vec<u8>, String> {
     let begin_count = text.matches("-----BEGIN ").count();
     if begin_count == 0 {
         return Err("input is not PEM (no -----BEGIN line)".to_owned());

@@ -1073,7 +1073,7 @@ mod tests {
             assert_eq!(c.leaf.facts.sans, sans("pq.example.com"));
             assert_eq!(c.leaf.facts.subject, "CN=pq.example.com");
             assert_eq!(c.leaf.facts.issuer, "CN=PQ Issuing");
-            assert_eq!(c.leaf.facts.key_algorithm, l.oid());
+            assert_eq!(c.leaf.facts.key_algorithm, l.name());
         }
     }
 

@@ -3,11 +3,13 @@
 //! A consumer calls [`first_delivery`] inside the transaction that applies an event;
 //! on a redelivery it returns `false` and the consumer commits nothing new. The ack
 //! is sent after the commit, so a crash between commit and ack is harmless.
+//! [`begin_first`] opens that transaction and makes the check in one call.
 
 use chrono::Utc;
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ConnectionTrait, Set};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, Set, TransactionTrait};
+use sigil_bus::consumer::HandleError;
 
 /// The `inbox` table.
 pub mod entity {
@@ -49,6 +51,32 @@ pub async fn first_delivery<C: ConnectionTrait>(
         .exec_without_returning(conn)
         .await?;
     Ok(inserted == 1)
+}
+
+/// Begin the transaction in which `consumer` applies `event_id`, recording it in the
+/// inbox; `None` when `consumer` already applied it (a redelivery), in which case
+/// nothing new is committed and the handler should return success.
+///
+/// Dropping the returned transaction without committing (e.g. to retry later) rolls
+/// the inbox row back too.
+pub async fn begin_first<C: TransactionTrait>(
+    db: &C,
+    consumer: &str,
+    event_id: &str,
+) -> Result<Option<DatabaseTransaction>, DbErr> {
+    let txn = db.begin().await?;
+    if first_delivery(&txn, consumer, event_id).await? {
+        Ok(Some(txn))
+    } else {
+        txn.commit().await?;
+        Ok(None)
+    }
+}
+
+/// A database error while applying an event: [`HandleError::Retry`], so the event is
+/// redelivered later.
+pub fn retry(e: DbErr) -> HandleError {
+    HandleError::Retry(format!("database: {e}"))
 }
 
 pub use migration::Migration;

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryOrder, QuerySelect, Set};
-use sigil_bus::Bus;
+use sigil_bus::{Bus, OutgoingEvent};
 use sigil_contracts::{CloudEvent, EventData};
 use sigil_telemetry::Metrics;
 use tokio::sync::Notify;
@@ -149,29 +149,39 @@ impl Outbox {
             .all(&self.db)
             .await
             .map_err(|e| e.to_string())?;
-        let mut sent = 0;
-        for row in &rows {
-            bus.publish_event(
-                &row.subject,
-                &row.event_id,
-                row.payload.clone().into(),
-                row.traceparent.as_deref(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        // Pipelined: send the whole batch, then collect acks in order.
+        let events: Vec<OutgoingEvent> = rows
+            .iter()
+            .map(|row| OutgoingEvent {
+                subject: row.subject.clone(),
+                id: row.event_id.clone(),
+                payload: row.payload.clone().into(),
+                traceparent: row.traceparent.clone(),
+            })
+            .collect();
+        let (result, acked) = bus.publish_events(&events).await;
+        if acked > 0 {
+            // One UPDATE marks every acknowledged row (a prefix of the batch).
             let now: DateTime<Utc> = Utc::now();
+            let seqs: Vec<i64> = rows[..acked].iter().map(|r| r.seq).collect();
             entity::Entity::update_many()
                 .col_expr(entity::Column::SentAt, Expr::value(now))
-                .filter(entity::Column::Seq.eq(row.seq))
+                .filter(entity::Column::Seq.is_in(seqs))
                 .exec(&self.db)
                 .await
                 .map_err(|e| e.to_string())?;
-            metrics.event_published(service);
-            sent += 1;
+            for _ in 0..acked {
+                metrics.event_published(service);
+            }
+            if let Ok(n) = pending(&self.db).await {
+                metrics.set_outbox_pending(service, n);
+            }
         }
-        if let Ok(n) = pending(&self.db).await {
-            metrics.set_outbox_pending(service, n);
-        }
+        result.map_err(|e| e.to_string())?;
+        let sent = acked;
         Ok(sent)
     }
 }

@@ -1,20 +1,19 @@
 //! Applying identity events to the `credentials` table.
 //!
 //! Each event is applied in one transaction that starts with
-//! [`sigil_store::inbox::first_delivery`], so a redelivered event commits nothing.
+//! [`sigil_store::inbox::begin_first`], so a redelivered event commits nothing.
 //! `identity.revoked` or `identity.expired` for a serial we have not recorded yet
 //! returns [`HandleError::Retry`]: its `identity.issued` may still be on its way, and
 //! the rolled-back transaction leaves no inbox row behind.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
-};
-use sigil_bus::consumer::{Delivery, HandleError};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sigil_bus::consumer::{Delivery, HandleError, parse_serial};
+use sigil_contracts::CloudEvent;
 use sigil_contracts::event::{IdentityExpired, IdentityIssued, IdentityRevoked};
 use sigil_contracts::types::CredentialStatus;
-use sigil_contracts::{CloudEvent, normalize_serial};
+use sigil_store::inbox::{self, retry};
 
 use crate::entity::{credential, credential_san};
 use crate::query::san_index_values;
@@ -42,14 +41,6 @@ pub async fn handle(
     }
 }
 
-fn retry(e: DbErr) -> HandleError {
-    HandleError::Retry(format!("database: {e}"))
-}
-
-fn serial_of(raw: &str) -> Result<String, HandleError> {
-    normalize_serial(raw).ok_or_else(|| HandleError::Poison(format!("malformed serial {raw:?}")))
-}
-
 /// Record a newly issued credential. A serial already recorded is left as it is.
 pub async fn apply_issued(
     db: &DatabaseConnection,
@@ -57,16 +48,15 @@ pub async fn apply_issued(
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     let facts = &event.data.facts;
-    let serial = serial_of(&facts.serial)?;
+    let serial = parse_serial(&facts.serial)?;
     let sans = serde_json::to_value(&facts.sans)
         .map_err(|e| HandleError::Poison(format!("cannot encode sans: {e}")))?;
-    let txn = db.begin().await.map_err(retry)?;
-    if !sigil_store::inbox::first_delivery(&txn, DURABLE, &event.id)
+    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    {
-        return txn.commit().await.map_err(retry);
-    }
+    else {
+        return Ok(());
+    };
     let row = credential::ActiveModel {
         serial: Set(serial.clone()),
         subject: Set(facts.subject.clone()),
@@ -126,14 +116,13 @@ pub async fn apply_revoked(
     event: &CloudEvent<IdentityRevoked>,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
-    let serial = serial_of(&event.data.serial)?;
-    let txn = db.begin().await.map_err(retry)?;
-    if !sigil_store::inbox::first_delivery(&txn, DURABLE, &event.id)
+    let serial = parse_serial(&event.data.serial)?;
+    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    {
-        return txn.commit().await.map_err(retry);
-    }
+    else {
+        return Ok(());
+    };
     let Some(row) = credential::Entity::find_by_id(serial.clone())
         .one(&txn)
         .await
@@ -174,14 +163,13 @@ pub async fn apply_expired(
     event: &CloudEvent<IdentityExpired>,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
-    let serial = serial_of(&event.data.serial)?;
-    let txn = db.begin().await.map_err(retry)?;
-    if !sigil_store::inbox::first_delivery(&txn, DURABLE, &event.id)
+    let serial = parse_serial(&event.data.serial)?;
+    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    {
-        return txn.commit().await.map_err(retry);
-    }
+    else {
+        return Ok(());
+    };
     let exists = credential::Entity::find_by_id(serial.clone())
         .one(&txn)
         .await

@@ -170,7 +170,12 @@ pub fn effective_status(
     }
 }
 
-/// Run a validated query.
+/// Largest reply a page aims for, in bytes of JSON items: NATS refuses messages over
+/// its max_payload (1 MiB by default), and a page of 500 PQ certificates would exceed it.
+pub const PAGE_BYTE_BUDGET: usize = 768 * 1024;
+
+/// Run a validated query. A page holds at most `limit` items and stops early (with a
+/// cursor) once [`PAGE_BYTE_BUDGET`] is reached; it always holds at least one item.
 pub async fn run_query<C: ConnectionTrait>(
     db: &C,
     q: &ParsedQuery,
@@ -178,17 +183,30 @@ pub async fn run_query<C: ConnectionTrait>(
 ) -> Result<QueryResponse, WireError> {
     // One extra row tells us whether another page follows.
     let mut rows = select(q, now).all(db).await.map_err(db_error)?;
-    let more = rows.len() as u64 > q.limit;
+    let mut more = rows.len() as u64 > q.limit;
     rows.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
+    // Stop early when the reply would grow past the byte budget (hybrid and ML-DSA
+    // certificates are several KiB each); the cursor then resumes after the last item.
+    let mut items = Vec::with_capacity(rows.len());
+    let mut last_serial = None;
+    let mut bytes = 0usize;
+    for row in rows {
+        let serial = row.serial.clone();
+        let record = to_record(row, now)?;
+        let size = serde_json::to_vec(&record).map_or(0, |v| v.len());
+        if !items.is_empty() && bytes + size > PAGE_BYTE_BUDGET {
+            more = true;
+            break;
+        }
+        bytes += size;
+        items.push(record);
+        last_serial = Some(serial);
+    }
     let next_cursor = if more {
-        rows.last().map(|r| encode_cursor(&r.serial))
+        last_serial.map(|s| encode_cursor(&s))
     } else {
         None
     };
-    let items = rows
-        .into_iter()
-        .map(|r| to_record(r, now))
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(QueryResponse { items, next_cursor })
 }
 

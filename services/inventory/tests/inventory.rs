@@ -154,6 +154,7 @@ fn issued(serial: &str, dns: &[&str], not_after: DateTime<Utc>) -> CloudEvent<Id
             ),
             chain_pem: vec![],
             requested_by: "test".to_owned(),
+            kind: sigil_contracts::types::CaKind::Classical,
         },
         now,
         None,

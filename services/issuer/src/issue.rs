@@ -10,8 +10,15 @@
 //!    (the possibly clamped lifetime) are applied; the validity starts
 //!    [`BACKDATE_SECONDS`] before now to absorb clock skew between machines, and ends
 //!    no later than the issuing CA.
-//! 3. **Sign**: [`sigil_pki::issue_leaf`] lints the request, signs it and validates the
-//!    result (names, key, signature) before returning it.
+//! 3. **Sign** with the active CA, by its kind: classical [`sigil_pki::issue_leaf`],
+//!    hybrid [`sigil_pki::issue_hybrid_leaf`] (the classical leaf key from the CSR or
+//!    generated; no subject ML-DSA key yet), composite
+//!    [`sigil_pki::issue_composite_leaf`] and ML-DSA [`sigil_pki::issue_mldsa_leaf`]
+//!    (both with a server-generated key: there is no PQ CSR path yet, so a CSR is
+//!    refused). Each lints, signs and validates what it signed. A generated key is
+//!    returned once: PKCS#8 `PRIVATE KEY` PEM for classical and ML-DSA (RFC 9881) keys,
+//!    Sigil's composite key DER ([`sigil_pki::CompositeKeyPair::to_der`]) under the
+//!    PEM label [`COMPOSITE_KEY_PEM_LABEL`] for composite keys.
 //! 4. **Record**: one transaction inserts the issuance row and enqueues the
 //!    `identity.issued` event in the outbox; only after the commit is the reply sent
 //!    and the outbox relay woken.
@@ -31,15 +38,23 @@ use sea_orm::{
 };
 use sigil_bus::Runtime;
 use sigil_contracts::event::{IdentityIssued, source_for};
-use sigil_contracts::issuer::{IssueRequest, IssueResponse};
+use sigil_contracts::issuer::{
+    CaInitRequest, CaListRequest, CaListResponse, IssueRequest, IssueResponse,
+};
 use sigil_contracts::policy::{Action, Decision, EvaluateRequest};
 use sigil_contracts::subjects::{POLICY_EVALUATE, Service};
-use sigil_contracts::types::{CertificateFacts, KeyAlgorithm, Sans};
+use sigil_contracts::types::{CaKind, CertificateFacts, KeyAlgorithm, Sans};
 use sigil_contracts::{CloudEvent, WireError};
-use sigil_pki::{LeafKey, LeafRequest, PkiError};
+use sigil_pki::composite::TradAlg;
+use sigil_pki::mldsa::{MlDsaKeyPair, MlDsaLevel};
+use sigil_pki::{
+    CompositeAlg, CompositeKeyPair, CompositeLeafRequest, IssuedCert, LeafKey, LeafRequest,
+    MlDsaLeafRequest, PkiError,
+};
 use sigil_store::outbox::{self, Outbox};
 
-use crate::ca::CaSet;
+use crate::ca::{self, CaSet, CaSigner, CaSpec, CreateError};
+use crate::keys::KeyManager;
 
 /// The validity of a leaf starts this many seconds before "now", so a relying party
 /// whose clock is a little behind still accepts a fresh certificate.
@@ -55,6 +70,9 @@ pub const REPLAY_NOTE: &str = "replayed: a request with this idempotency key was
 /// Note added when the repeated reply's private key cannot be returned again.
 pub const KEY_NOT_REPLAYED_NOTE: &str =
     "the private key was returned only in the first reply; the issuer does not keep it";
+/// PEM label of a server-generated composite private key: Sigil's own DER format
+/// ([`sigil_pki::CompositeKeyPair::to_der`]), not a standard PKCS#8 encoding.
+pub const COMPOSITE_KEY_PEM_LABEL: &str = "SIGIL COMPOSITE PRIVATE KEY";
 
 /// The `issuer_issuance` table.
 pub mod entity {
@@ -87,6 +105,8 @@ pub mod entity {
         /// Notes of the first reply (JSON array of strings).
         pub notes: Json,
         pub created_at: ChronoDateTimeUtc,
+        /// Kind of the CA that signed (migration m0003; older rows are `classical`).
+        pub ca_kind: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -98,12 +118,16 @@ pub mod entity {
 const KEY_SOURCE_CSR: &str = "csr";
 const KEY_SOURCE_GENERATED: &str = "generated";
 
-/// Everything the issue endpoint needs.
+/// Everything the issuer's endpoints need.
 #[derive(Debug)]
 pub(crate) struct Issuer {
     pub db: DatabaseConnection,
     pub outbox: Outbox,
-    pub cas: Arc<CaSet>,
+    /// The active hierarchy as last loaded; replaced by `ca_init`, and reloaded when
+    /// another replica's `ca_init` changed the active intermediate in the database.
+    pub cas: tokio::sync::RwLock<Arc<CaSet>>,
+    pub keys: Arc<dyn KeyManager>,
+    pub ca_common_name: String,
     pub rt: Runtime,
     pub policy_timeout: Duration,
 }
@@ -121,16 +145,32 @@ enum KeySource {
     Generate,
 }
 
+/// The leaf key to certify, settled against the signing CA's kind.
+enum LeafKeyPlan {
+    /// Classical and hybrid CAs: the CSR's key or a generated classical key.
+    Classical(KeySource),
+    /// A generated composite key of this algorithm.
+    Composite(CompositeAlg),
+    /// A generated ML-DSA key of this level.
+    Mldsa(MlDsaLevel),
+}
+
 impl Issuer {
     /// Handle one `issue` request.
     pub async fn issue(&self, req: IssueRequest) -> Result<IssueResponse, WireError> {
         let fingerprint = fingerprint(&req)?;
-        let prepared = prepare(&req)?;
+        let mut prepared = prepare(&req)?;
         if let Some(key) = &req.idempotency_key
             && let Some(row) = self.find_by_key(key).await?
         {
             return replay(&row, &fingerprint);
         }
+        // One snapshot of the hierarchy for the whole request.
+        let cas = self.current_cas().await?;
+        // The key source moves into the plan; policy sees the algorithm the plan settled.
+        let key = std::mem::replace(&mut prepared.key, KeySource::Generate);
+        let (key_algorithm, plan) = plan_key(&cas.intermediate, &req, key)?;
+        prepared.key_algorithm = key_algorithm;
 
         let decision = self.ask_policy(&req, &prepared).await?;
         if !decision.allowed {
@@ -146,35 +186,18 @@ impl Issuer {
         }
 
         let now = self.rt.now();
-        let (not_before, not_after) = self.validity(now, ttl, &mut notes)?;
-        let (leaf_key, private_key_pem, key_source) = match prepared.key {
-            KeySource::Csr(csr) => (LeafKey::Csr(csr), None, KEY_SOURCE_CSR),
-            KeySource::Generate => {
-                let key = sigil_pki::generate_key(prepared.key_algorithm).map_err(|e| match e {
-                    PkiError::UnsupportedKey(m) => WireError::bad_request(format!(
-                        "cannot generate a {} key: {m}",
-                        prepared.key_algorithm.as_str()
-                    )),
-                    other => WireError::internal(format!("key generation failed: {other}")),
-                })?;
-                let pem = key.to_pkcs8_pem();
-                (LeafKey::Generated(key), Some(pem), KEY_SOURCE_GENERATED)
-            }
-        };
-        let issued = sigil_pki::issue_leaf(
-            &self.cas.intermediate,
-            &LeafRequest {
-                profile: req.profile,
-                sans: prepared.sans,
-                common_name: None,
-                not_before,
-                not_after,
-                key: leaf_key,
-            },
-        )
-        .map_err(signing_error)?;
+        let (not_before, not_after) = validity(&cas, now, ttl, &mut notes)?;
+        let (issued, private_key_pem, key_source) = sign(
+            &cas.intermediate,
+            plan,
+            &req,
+            prepared.key_algorithm,
+            prepared.sans,
+            not_before,
+            not_after,
+        )?;
 
-        let chain_pem = self.cas.chain_pem();
+        let chain_pem = cas.chain_pem();
         let ttl_seconds = (not_after - now).num_seconds();
         let facts = issued.facts;
         let row = entity::ActiveModel {
@@ -184,13 +207,14 @@ impl Issuer {
             profile: Set(req.profile.as_str().to_owned()),
             requested_by: Set(prepared.principal.clone()),
             key_source: Set(key_source.to_owned()),
-            issuer_ca_id: Set(self.cas.intermediate_id.clone()),
+            issuer_ca_id: Set(cas.intermediate_id.clone()),
             certificate_pem: Set(issued.cert_pem.clone()),
             chain_pem: Set(to_json(&chain_pem)?),
             facts: Set(to_json(&facts)?),
             ttl_seconds: Set(ttl_seconds),
             notes: Set(to_json(&notes)?),
             created_at: Set(now),
+            ca_kind: Set(cas.kind.as_str().to_owned()),
         };
         let event = CloudEvent::new(
             &source_for(Service::Issuer),
@@ -199,6 +223,7 @@ impl Issuer {
                 certificate_pem: issued.cert_pem.clone(),
                 chain_pem: chain_pem.clone(),
                 requested_by: prepared.principal.clone(),
+                kind: cas.kind,
             },
             now,
             sigil_telemetry::current_traceparent(),
@@ -227,6 +252,7 @@ impl Issuer {
             profile = req.profile.as_str(),
             requested_by = %prepared.principal,
             key_source,
+            ca_kind = %cas.kind,
             not_after = %facts.not_after,
             "issued certificate"
         );
@@ -234,12 +260,100 @@ impl Issuer {
             serial: facts.serial,
             certificate_pem: issued.cert_pem,
             chain_pem,
+            kind: cas.kind,
             private_key_pem,
             not_before: facts.not_before,
             not_after: facts.not_after,
             ttl_seconds,
             notes,
         })
+    }
+
+    /// `ca_list`: every CA row, active and retired.
+    pub async fn ca_list(&self, _req: CaListRequest) -> Result<CaListResponse, WireError> {
+        let cas = ca::list(&self.db)
+            .await
+            .map_err(|e| WireError::unavailable(format!("cannot list CAs: {e}")))?;
+        Ok(CaListResponse { cas })
+    }
+
+    /// `ca_init`: create a root and intermediate of the requested kind and make them
+    /// active, refused while a hierarchy is active unless `force`, which retires it.
+    pub async fn ca_init(&self, req: CaInitRequest) -> Result<CaListResponse, WireError> {
+        let spec =
+            CaSpec::parse(req.kind, req.algorithm.as_deref()).map_err(WireError::bad_request)?;
+        // Holding the write lock serializes this replica's inits and issuances.
+        let mut current = self.cas.write().await;
+        let active = ca::active_intermediate_id(&self.db)
+            .await
+            .map_err(|e| WireError::unavailable(format!("cannot read CAs: {e}")))?;
+        if active.is_some() && !req.force {
+            return Err(WireError::conflict(format!(
+                "an active {} CA hierarchy exists; pass force to retire it and create a new {} one",
+                current.kind, req.kind
+            )));
+        }
+        let set = match ca::create(
+            &self.db,
+            self.keys.as_ref(),
+            spec,
+            &self.ca_common_name,
+            self.rt.now(),
+            req.force,
+        )
+        .await
+        {
+            Ok(set) => set,
+            Err(CreateError::Lost) => {
+                return Err(WireError::conflict(
+                    "another ca_init changed the CA hierarchy at the same time; list the CAs and retry",
+                ));
+            }
+            Err(CreateError::Other(e)) => {
+                return Err(WireError::internal(format!(
+                    "cannot create the CA hierarchy: {e}"
+                )));
+            }
+        };
+        tracing::warn!(
+            kind = %set.kind,
+            root = %set.root.subject(),
+            retired = ?active,
+            "ca_init: a new CA hierarchy is active"
+        );
+        let ids = [set.root_id.clone(), set.intermediate_id.clone()];
+        *current = Arc::new(set);
+        drop(current);
+        let cas = ca::list(&self.db)
+            .await
+            .map_err(|e| WireError::unavailable(format!("cannot list CAs: {e}")))?
+            .into_iter()
+            .filter(|c| ids.contains(&c.id))
+            .collect();
+        Ok(CaListResponse { cas })
+    }
+
+    /// The active hierarchy, reloaded when the database's active intermediate is no
+    /// longer the one in memory (another replica ran `ca_init`).
+    async fn current_cas(&self) -> Result<Arc<CaSet>, WireError> {
+        let cached = self.cas.read().await.clone();
+        let active = ca::active_intermediate_id(&self.db)
+            .await
+            .map_err(|e| WireError::unavailable(format!("cannot read CAs: {e}")))?;
+        if active.as_deref() == Some(cached.intermediate_id.as_str()) {
+            return Ok(cached);
+        }
+        let mut current = self.cas.write().await;
+        if active.as_deref() == Some(current.intermediate_id.as_str()) {
+            return Ok(current.clone());
+        }
+        let loaded = ca::load_active(&self.db, self.keys.as_ref())
+            .await
+            .map_err(|e| WireError::internal(format!("cannot load the CA hierarchy: {e}")))?
+            .ok_or_else(|| WireError::unavailable("no active CA hierarchy"))?;
+        tracing::info!(kind = %loaded.kind, intermediate = %loaded.intermediate_id, "reloaded the CA hierarchy");
+        *current = Arc::new(loaded);
+        Ok(current.clone())
     }
 
     async fn find_by_key(&self, key: &str) -> Result<Option<entity::Model>, WireError> {
@@ -276,32 +390,6 @@ impl Issuer {
             })
     }
 
-    /// `[now - backdate, now + ttl]`, both kept inside the issuing CA's validity.
-    fn validity(
-        &self,
-        now: DateTime<Utc>,
-        ttl: i64,
-        notes: &mut Vec<String>,
-    ) -> Result<(DateTime<Utc>, DateTime<Utc>), WireError> {
-        let ca = &self.cas.intermediate;
-        if now >= ca.not_after() {
-            return Err(WireError::unavailable("the issuing CA has expired"));
-        }
-        let not_before = (now - chrono::Duration::seconds(BACKDATE_SECONDS)).max(ca.not_before());
-        let wanted = chrono::Duration::try_seconds(ttl).and_then(|d| now.checked_add_signed(d));
-        let not_after = match wanted {
-            Some(end) if end <= ca.not_after() => end,
-            _ => {
-                notes.push(format!(
-                    "lifetime shortened to end with the issuing CA at {}",
-                    ca.not_after().to_rfc3339()
-                ));
-                ca.not_after()
-            }
-        };
-        Ok((not_before, not_after))
-    }
-
     async fn record(
         &self,
         row: entity::ActiveModel,
@@ -311,6 +399,212 @@ impl Issuer {
         row.insert(&txn).await?;
         outbox::enqueue(&txn, event).await?;
         txn.commit().await
+    }
+}
+
+/// `[now - backdate, now + ttl]`, both kept inside the issuing CA's validity.
+fn validity(
+    cas: &CaSet,
+    now: DateTime<Utc>,
+    ttl: i64,
+    notes: &mut Vec<String>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), WireError> {
+    let ca = &cas.intermediate;
+    if now >= ca.not_after() {
+        return Err(WireError::unavailable("the issuing CA has expired"));
+    }
+    let not_before = (now - chrono::Duration::seconds(BACKDATE_SECONDS)).max(ca.not_before());
+    let wanted = chrono::Duration::try_seconds(ttl).and_then(|d| now.checked_add_signed(d));
+    let not_after = match wanted {
+        Some(end) if end <= ca.not_after() => end,
+        _ => {
+            notes.push(format!(
+                "lifetime shortened to end with the issuing CA at {}",
+                ca.not_after().to_rfc3339()
+            ));
+            ca.not_after()
+        }
+    };
+    Ok((not_before, not_after))
+}
+
+/// Settle the leaf key against the CA's kind; returns the key algorithm to show
+/// policy (the classical one where there is one) and the plan.
+fn plan_key(
+    signer: &CaSigner,
+    req: &IssueRequest,
+    key: KeySource,
+) -> Result<(KeyAlgorithm, LeafKeyPlan), WireError> {
+    let csr = matches!(key, KeySource::Csr(_));
+    match signer {
+        CaSigner::Classical(_) | CaSigner::Hybrid(_) => {
+            let alg = match &key {
+                KeySource::Csr(csr) => csr.key_algorithm,
+                KeySource::Generate => req.key_algorithm.unwrap_or_default(),
+            };
+            if mldsa_level(alg).is_some() {
+                return Err(WireError::bad_request(format!(
+                    "this issuer's CA is {}; ML-DSA leaf keys are issued only by an mldsa CA",
+                    signer.kind()
+                )));
+            }
+            Ok((alg, LeafKeyPlan::Classical(key)))
+        }
+        CaSigner::Composite(ca) => {
+            if csr {
+                return Err(WireError::bad_request(
+                    "composite CAs issue composite leaf keys; omit --csr",
+                ));
+            }
+            let alg = ca.alg();
+            let classical = trad_key_algorithm(alg.trad());
+            match req.key_algorithm {
+                Some(asked) if asked != classical => Err(WireError::bad_request(format!(
+                    "this issuer's composite CA issues {alg} leaf keys; key_algorithm must be {} or omitted",
+                    classical.as_str()
+                ))),
+                _ => Ok((classical, LeafKeyPlan::Composite(alg))),
+            }
+        }
+        CaSigner::Mldsa(ca) => {
+            if csr {
+                return Err(WireError::bad_request(
+                    "ML-DSA CAs issue server-generated ML-DSA leaf keys; omit --csr",
+                ));
+            }
+            let level = match req.key_algorithm {
+                None => ca.level(),
+                Some(asked) => mldsa_level(asked).ok_or_else(|| {
+                    WireError::bad_request(format!(
+                        "this issuer's CA is mldsa; key_algorithm must be ml-dsa-44, ml-dsa-65, ml-dsa-87 or omitted, not {}",
+                        asked.as_str()
+                    ))
+                })?,
+            };
+            Ok((mldsa_key_algorithm(level), LeafKeyPlan::Mldsa(level)))
+        }
+    }
+}
+
+/// Sign the leaf with `signer`; returns it, the generated private key's PEM (if the
+/// issuer generated one) and the key source.
+fn sign(
+    signer: &CaSigner,
+    plan: LeafKeyPlan,
+    req: &IssueRequest,
+    key_algorithm: KeyAlgorithm,
+    sans: Sans,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<(IssuedCert, Option<String>, &'static str), WireError> {
+    let internal = |e: PkiError| WireError::internal(format!("key encoding failed: {e}"));
+    match (signer, plan) {
+        (CaSigner::Classical(_) | CaSigner::Hybrid(_), LeafKeyPlan::Classical(source)) => {
+            let (leaf_key, private_key_pem, key_source) = match source {
+                KeySource::Csr(csr) => (LeafKey::Csr(csr), None, KEY_SOURCE_CSR),
+                KeySource::Generate => {
+                    let key = sigil_pki::generate_key(key_algorithm).map_err(|e| match e {
+                        PkiError::UnsupportedKey(m) => WireError::bad_request(format!(
+                            "cannot generate a {} key: {m}",
+                            key_algorithm.as_str()
+                        )),
+                        other => WireError::internal(format!("key generation failed: {other}")),
+                    })?;
+                    let pem = key.to_pkcs8_pem();
+                    (LeafKey::Generated(key), Some(pem), KEY_SOURCE_GENERATED)
+                }
+            };
+            let leaf = LeafRequest {
+                profile: req.profile,
+                sans,
+                common_name: None,
+                not_before,
+                not_after,
+                key: leaf_key,
+            };
+            let issued = match signer {
+                CaSigner::Hybrid(ca) => sigil_pki::issue_hybrid_leaf(ca, &leaf, None),
+                CaSigner::Classical(ca) => sigil_pki::issue_leaf(ca, &leaf),
+                _ => return unreachable_plan(),
+            }
+            .map_err(signing_error)?;
+            Ok((issued, private_key_pem, key_source))
+        }
+        (CaSigner::Composite(ca), LeafKeyPlan::Composite(alg)) => {
+            let key = CompositeKeyPair::generate(alg)
+                .map_err(|e| WireError::internal(format!("key generation failed: {e}")))?;
+            let issued = sigil_pki::issue_composite_leaf(
+                ca,
+                &CompositeLeafRequest {
+                    profile: req.profile,
+                    sans,
+                    common_name: None,
+                    not_before,
+                    not_after,
+                    alg,
+                    public_key: key.public_key(),
+                },
+            )
+            .map_err(signing_error)?;
+            let pem =
+                sigil_pki::pem::encode(COMPOSITE_KEY_PEM_LABEL, &key.to_der().map_err(internal)?);
+            Ok((issued, Some(pem), KEY_SOURCE_GENERATED))
+        }
+        (CaSigner::Mldsa(ca), LeafKeyPlan::Mldsa(level)) => {
+            let key = MlDsaKeyPair::generate(level);
+            let issued = sigil_pki::issue_mldsa_leaf(
+                ca,
+                &MlDsaLeafRequest {
+                    profile: req.profile,
+                    sans,
+                    common_name: None,
+                    not_before,
+                    not_after,
+                    level,
+                    public_key: key.public_key().to_vec(),
+                },
+            )
+            .map_err(signing_error)?;
+            let pkcs8 = sigil_pki::pqcert::mldsa_key_to_pkcs8(&key).map_err(internal)?;
+            Ok((
+                issued,
+                Some(sigil_pki::pem::encode("PRIVATE KEY", &pkcs8)),
+                KEY_SOURCE_GENERATED,
+            ))
+        }
+        _ => unreachable_plan(),
+    }
+}
+
+/// `plan_key` pairs every plan with its signer's kind; anything else is our bug.
+fn unreachable_plan<T>() -> Result<T, WireError> {
+    Err(WireError::internal(
+        "leaf key plan does not match the CA kind",
+    ))
+}
+
+fn mldsa_level(alg: KeyAlgorithm) -> Option<MlDsaLevel> {
+    match alg {
+        KeyAlgorithm::MlDsa44 => Some(MlDsaLevel::L44),
+        KeyAlgorithm::MlDsa65 => Some(MlDsaLevel::L65),
+        KeyAlgorithm::MlDsa87 => Some(MlDsaLevel::L87),
+        _ => None,
+    }
+}
+
+fn mldsa_key_algorithm(level: MlDsaLevel) -> KeyAlgorithm {
+    match level {
+        MlDsaLevel::L44 => KeyAlgorithm::MlDsa44,
+        MlDsaLevel::L65 => KeyAlgorithm::MlDsa65,
+        MlDsaLevel::L87 => KeyAlgorithm::MlDsa87,
+    }
+}
+
+fn trad_key_algorithm(trad: TradAlg) -> KeyAlgorithm {
+    match trad {
+        TradAlg::EcdsaP256 => KeyAlgorithm::EcdsaP256,
+        TradAlg::EcdsaP384 => KeyAlgorithm::EcdsaP384,
+        TradAlg::Ed25519 => KeyAlgorithm::Ed25519,
     }
 }
 
@@ -463,10 +757,17 @@ fn replay(row: &entity::Model, fingerprint: &str) -> Result<IssueResponse, WireE
     if row.key_source == KEY_SOURCE_GENERATED {
         notes.push(KEY_NOT_REPLAYED_NOTE.to_owned());
     }
+    let kind = CaKind::from_name(&row.ca_kind).ok_or_else(|| {
+        WireError::internal(format!(
+            "stored issuance {} has an unknown CA kind {:?}",
+            row.serial, row.ca_kind
+        ))
+    })?;
     Ok(IssueResponse {
         serial: row.serial.clone(),
         certificate_pem: row.certificate_pem.clone(),
         chain_pem,
+        kind,
         private_key_pem: None,
         not_before: facts.not_before,
         not_after: facts.not_after,

@@ -1,20 +1,32 @@
 //! `sigil-issuer`: Sigil's certificate authority service.
 //!
 //! The issuer holds the CA hierarchy and the only copies of the CA private keys, and
-//! serves `sigil.issuer.v1.issue` ([`ISSUER_ISSUE`]).
+//! serves `sigil.issuer.v1.issue` ([`ISSUER_ISSUE`]), `sigil.issuer.v1.ca_list`
+//! ([`ISSUER_CA_LIST`]) and `sigil.issuer.v1.ca_init` ([`ISSUER_CA_INIT`]).
 //!
-//! **CA hierarchy.** On first start (no active CA in its database) it creates an ECDSA
-//! P-256 root valid for 10 years and an intermediate valid for 5 years, and stores
-//! them in its own `issuer_ca` table with the private keys sealed (AES-256-GCM, the CA
-//! id as associated data) by a key-encryption key: [`Config::kek`] (`SIGIL_KEK`, 64 hex
-//! characters or base64 of 32 bytes) or else the file `<data_dir>/kek`, created with
-//! mode 0600 on first start; an existing file readable by group or others is refused.
-//! Key bytes are never logged. Issuers racing on first start against one database end
-//! up sharing one hierarchy (see [`ca`]).
+//! **CA hierarchy.** On first start (no active CA in its database) it creates a root
+//! valid for 10 years and an intermediate valid for 5 years of [`Config::ca_kind`]
+//! (default **hybrid**: ECDSA P-256 certificates carrying ML-DSA-65 alternative
+//! signatures; or classical P-256, composite ML-DSA + ECDSA, pure ML-DSA), and stores
+//! them in its own `issuer_ca` table. An existing hierarchy is kept whatever the
+//! configuration says: the stored kind decides (installations from before CA kinds
+//! are classical). `ca_init` creates a new pair of a chosen kind; with `force` it
+//! replaces the active pair (retired, kept), which is not yet a staged rotation.
+//!
+//! **CA keys** sit behind the [`keys::KeyManager`] trait. The backend in use,
+//! [`keys::SealedKeys`], seals them (AES-256-GCM, the CA id as associated data) with a
+//! key-encryption key: [`Config::kek`] (`SIGIL_KEK`, 64 hex characters or base64 of 32
+//! bytes) or else the file `<data_dir>/kek`, created with mode 0600 on first start; an
+//! existing file readable by group or others is refused. The sealed blob lives in the
+//! CA's database row, the KEK only in the file or the environment. Key bytes are never
+//! logged. Issuers racing on first start against one database end up sharing one
+//! hierarchy (see [`ca`]).
 //!
 //! **Issuing** runs prepare → authorize → sign → record (see [`issue`]): the request is
 //! checked and its CSR's proof of possession verified; policy decides over the bus
-//! and may shorten the lifetime; [`sigil_pki::issue_leaf`] lints, signs and validates;
+//! and may shorten the lifetime; the CA's kind picks the signer ([`sigil_pki::issue_leaf`],
+//! [`sigil_pki::issue_hybrid_leaf`], [`sigil_pki::issue_composite_leaf`],
+//! [`sigil_pki::issue_mldsa_leaf`]), which lints, signs and validates;
 //! the issuance row and its `identity.issued` CloudEvent are committed in one
 //! transaction and the outbox relay publishes the event to JetStream. Requests with an
 //! idempotency key are answered once: a retry gets the recorded certificate (without
@@ -24,6 +36,7 @@
 pub mod ca;
 pub mod issue;
 pub mod kek;
+pub mod keys;
 pub mod migration;
 
 use std::path::PathBuf;
@@ -33,8 +46,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use sigil_bus::service::Router;
 use sigil_bus::{BusError, Runtime};
-use sigil_contracts::issuer::IssueRequest;
-use sigil_contracts::subjects::{ISSUER_ISSUE, Service};
+use sigil_contracts::issuer::{CaInitRequest, CaListRequest, IssueRequest};
+use sigil_contracts::subjects::{ISSUER_CA_INIT, ISSUER_CA_LIST, ISSUER_ISSUE, Service};
+use sigil_contracts::types::CaKind;
 use sigil_store::outbox::Outbox;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +63,8 @@ pub const DEFAULT_POLICY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_DATA_DIR: &str = ".sigil";
 /// Default prefix of the CA common names.
 pub const DEFAULT_CA_COMMON_NAME: &str = "Sigil";
+/// Kind of the hierarchy a new installation creates.
+pub const DEFAULT_CA_KIND: CaKind = CaKind::Hybrid;
 
 /// Configuration of the issuer.
 ///
@@ -56,6 +72,8 @@ pub const DEFAULT_CA_COMMON_NAME: &str = "Sigil";
 /// database_url = "postgres://sigil@db/sigil"
 /// data_dir = "/var/lib/sigil"
 /// ca_common_name = "Example Corp"
+/// ca_kind = "hybrid"
+/// ca_algorithm = "p256+mldsa65"
 /// policy_timeout = "5s"
 /// ```
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -70,6 +88,13 @@ pub struct Config {
     pub kek: Option<String>,
     /// Prefix of the CA common names: `<prefix> Root CA`, `<prefix> Intermediate CA`.
     pub ca_common_name: String,
+    /// Kind of hierarchy created on first start (default hybrid). Ignored once the
+    /// database holds an active hierarchy: its stored kind wins.
+    pub ca_kind: CaKind,
+    /// Algorithm within `ca_kind` (see [`ca::CaSpec::parse`]): `p256` / `p384`,
+    /// `p256+mldsa65`, `MLDSA65-ECDSA-P256-SHA512`, `mldsa65`, …; `None`: the kind's
+    /// default (P-256, ML-DSA-65, MLDSA65-ECDSA-P256-SHA512).
+    pub ca_algorithm: Option<String>,
     /// How long to wait for policy, e.g. `"5s"`.
     #[serde(deserialize_with = "deserialize_duration")]
     pub policy_timeout: Duration,
@@ -83,6 +108,8 @@ impl Default for Config {
             data_dir,
             kek: None,
             ca_common_name: DEFAULT_CA_COMMON_NAME.to_owned(),
+            ca_kind: DEFAULT_CA_KIND,
+            ca_algorithm: None,
             policy_timeout: DEFAULT_POLICY_TIMEOUT,
         }
     }
@@ -95,6 +122,8 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("kek", &self.kek.as_ref().map(|_| "[redacted]"))
             .field("ca_common_name", &self.ca_common_name)
+            .field("ca_kind", &self.ca_kind)
+            .field("ca_algorithm", &self.ca_algorithm)
             .field("policy_timeout", &self.policy_timeout)
             .finish()
     }
@@ -102,8 +131,10 @@ impl std::fmt::Debug for Config {
 
 impl Config {
     /// Check what can be checked without touching disk or network (`run` does too):
-    /// a non-empty CA name prefix, a positive policy timeout, a well-formed `kek`.
+    /// a non-empty CA name prefix, a positive policy timeout, a well-formed `kek`, a
+    /// `ca_algorithm` that fits `ca_kind`.
     pub fn validate(&self) -> Result<(), Error> {
+        self.ca_spec()?;
         if self.ca_common_name.trim().is_empty() {
             return Err(Error::Config("ca_common_name must not be empty".to_owned()));
         }
@@ -114,6 +145,13 @@ impl Config {
             kek::parse(kek)?;
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The hierarchy a first start creates.
+    pub fn ca_spec(&self) -> Result<ca::CaSpec, Error> {
+        ca::CaSpec::parse(self.ca_kind, self.ca_algorithm.as_deref()).map_err(Error::Config)
     }
 }
 
@@ -163,12 +201,17 @@ pub enum Error {
 pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Result<(), Error> {
     rt.health.register(COMPONENT);
     config.validate()?;
+    let spec = config.ca_spec()?;
     let kek = kek::load(config.kek.as_deref(), &config.data_dir).await?;
     let db = open_db(&config.database_url).await?;
-    // The KEK is needed only to unseal (or seal) the CA keys; it is consumed here.
-    let cas = Arc::new(ca::load_or_create(&db, kek, &config.ca_common_name, rt.now()).await?);
+    // The KEK lives on only inside the key manager, which seals and unseals CA keys.
+    let keys: Arc<dyn keys::KeyManager> = Arc::new(keys::SealedKeys::new(kek));
+    let cas = Arc::new(
+        ca::load_or_create(&db, keys.as_ref(), spec, &config.ca_common_name, rt.now()).await?,
+    );
     rt.bus.ensure_stream().await?;
     tracing::info!(
+        kind = %cas.kind,
         root = %cas.root.subject(),
         root_not_after = %cas.root.not_after(),
         intermediate = %cas.intermediate.subject(),
@@ -180,15 +223,26 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
     let issuer = Arc::new(issue::Issuer {
         db,
         outbox: outbox.clone(),
-        cas,
+        cas: tokio::sync::RwLock::new(cas),
+        keys,
+        ca_common_name: config.ca_common_name.clone(),
         rt: rt.clone(),
         policy_timeout: config.policy_timeout,
     });
+    let (list_issuer, init_issuer) = (issuer.clone(), issuer.clone());
     let router = Router::new(Service::Issuer, "Sigil issuer: certificate issuance")
         .ready(rt.health.clone(), COMPONENT)
         .route(ISSUER_ISSUE, move |req: IssueRequest| {
             let issuer = issuer.clone();
             async move { issuer.issue(req).await }
+        })
+        .route(ISSUER_CA_LIST, move |req: CaListRequest| {
+            let issuer = list_issuer.clone();
+            async move { issuer.ca_list(req).await }
+        })
+        .route(ISSUER_CA_INIT, move |req: CaInitRequest| {
+            let issuer = init_issuer.clone();
+            async move { issuer.ca_init(req).await }
         });
 
     // The relay outlives the endpoint so that what in-flight requests commit while
@@ -266,6 +320,18 @@ mod tests {
         let c = Config::default();
         assert!(c.database_url.starts_with("sqlite://") && c.database_url.contains("issuer.db"));
         assert_eq!(c.policy_timeout, DEFAULT_POLICY_TIMEOUT);
+        assert_eq!(c.ca_kind, CaKind::Hybrid);
+        let composite: Config = serde_json::from_str(
+            r#"{"ca_kind": "composite", "ca_algorithm": "MLDSA87-ECDSA-P384-SHA512"}"#,
+        )
+        .unwrap();
+        composite.validate().unwrap();
+        let mismatched = Config {
+            ca_kind: CaKind::Mldsa,
+            ca_algorithm: Some("p256".into()),
+            ..Config::default()
+        };
+        assert!(matches!(mismatched.validate(), Err(Error::Config(_))));
         let parsed: Config =
             serde_json::from_str(r#"{"policy_timeout": "250ms", "kek": "secret-material"}"#)
                 .unwrap();

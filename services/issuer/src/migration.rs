@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(sigil_store::outbox::Migration),
             Box::new(CreateCa),
             Box::new(CreateIssuance),
+            Box::new(AddCaKind),
         ]
     }
 }
@@ -163,5 +164,52 @@ impl MigrationTrait for CreateIssuance {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// `issuer_ca.kind` and `issuer_issuance.ca_kind`: which kind of CA a row is, or
+/// signed an issuance. Rows written before CA kinds existed were classical.
+struct AddCaKind;
+
+impl MigrationName for AddCaKind {
+    fn name(&self) -> &str {
+        "m0003_issuer_ca_kind"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCaKind {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per ALTER: SQLite adds only one at a time.
+        for (table, column) in [("issuer_ca", "kind"), ("issuer_issuance", "ca_kind")] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new(table))
+                        .add_column(
+                            ColumnDef::new(Alias::new(column))
+                                .string()
+                                .not_null()
+                                .default("classical"),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for (table, column) in [("issuer_ca", "kind"), ("issuer_issuance", "ca_kind")] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new(table))
+                        .drop_column(Alias::new(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -9,7 +9,13 @@
 //!   and leave no row and no event;
 //! - idempotency keys make retries (sequential or concurrent) return the first result;
 //! - CA keys are sealed at rest by a KEK file of mode 0600, a restart reuses the same
-//!   CA, a wrong KEK is refused, and racing first starts create one hierarchy.
+//!   CA, a wrong KEK is refused, and racing first starts create one hierarchy;
+//! - a new installation is hybrid (leaves pass `openssl verify` and Sigil's own
+//!   verifier checks their ML-DSA alternative signatures); composite and ML-DSA CAs
+//!   issue leaves whose chains verify with `sigil_pki::verify_chain`; `ca_list` shows
+//!   kinds and algorithms; `ca_init` refuses to replace an active hierarchy unless
+//!   forced, and a forced one takes over at once and survives restarts; an existing
+//!   classical installation stays classical under the new default.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -22,14 +28,18 @@ use sea_orm::{ConnectionTrait as _, DatabaseConnection, Statement};
 use sigil_bus::service::Router;
 use sigil_bus::{Bus, ClientError, Runtime};
 use sigil_contracts::event::{CloudEvent, EventKind, IdentityIssued};
-use sigil_contracts::issuer::{IssueRequest, IssueResponse};
+use sigil_contracts::issuer::{
+    CaInitRequest, CaListRequest, CaListResponse, CaRole, IssueRequest, IssueResponse,
+};
 use sigil_contracts::policy::{Constraints, Decision, EvaluateRequest};
 use sigil_contracts::subjects::{
-    EVENTS_STREAM, ISSUER_ISSUE, POLICY_EVALUATE, Service, event_subject,
+    EVENTS_STREAM, ISSUER_CA_INIT, ISSUER_CA_LIST, ISSUER_ISSUE, POLICY_EVALUATE, Service,
+    event_subject,
 };
-use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
+use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile, Sans};
 use sigil_contracts::{ErrorCode, Reply, WireError};
 use sigil_issuer::{Config, Error};
+use sigil_pki::{SignatureKind, VerifyReport};
 use sigil_telemetry::{Health, Metrics};
 use sigil_testkit::{NatsServer, TestDb, eventually, eventually_ok};
 use tempfile::TempDir;
@@ -114,6 +124,7 @@ impl Harness {
             kek: None,
             ca_common_name: "Sigil Test".into(),
             policy_timeout: Duration::from_secs(5),
+            ..Config::default()
         }
     }
 
@@ -144,6 +155,27 @@ impl Harness {
             .request::<_, IssueResponse>(ISSUER_ISSUE, req, TIMEOUT)
             .await
             .map_err(ClientError::into_wire)
+    }
+
+    async fn ca_list(&self) -> CaListResponse {
+        self.bus
+            .request(ISSUER_CA_LIST, &CaListRequest {}, TIMEOUT)
+            .await
+            .unwrap()
+    }
+
+    async fn ca_init(&self, req: &CaInitRequest) -> Result<CaListResponse, WireError> {
+        self.bus
+            .request::<_, CaListResponse>(ISSUER_CA_INIT, req, TIMEOUT)
+            .await
+            .map_err(ClientError::into_wire)
+    }
+
+    fn config_of(&self, kind: CaKind) -> Config {
+        Config {
+            ca_kind: kind,
+            ..self.config()
+        }
     }
 
     async fn db(&self) -> DatabaseConnection {
@@ -713,4 +745,250 @@ async fn racing_first_starts_share_one_hierarchy() {
     for i in issuers {
         i.stop().await;
     }
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    sigil_pki::pem::decode(pem, &["CERTIFICATE"]).unwrap()
+}
+
+/// Sigil's own verifier over the reply's chain; every check must pass.
+fn sigil_verify(resp: &IssueResponse) -> VerifyReport {
+    let report = sigil_pki::verify_chain(
+        &der(&resp.certificate_pem),
+        &[der(&resp.chain_pem[0])],
+        &[der(&resp.chain_pem[1])],
+        chrono::Utc::now(),
+    );
+    assert!(report.ok, "{report:#?}");
+    report
+}
+
+/// How many checks of `kind` passed on the path.
+fn passed(report: &VerifyReport, kind: SignatureKind) -> usize {
+    report
+        .checks
+        .iter()
+        .filter(|c| c.kind == kind && c.ok)
+        .count()
+}
+
+#[tokio::test]
+async fn a_new_installation_is_hybrid_and_verifies_both_ways() {
+    let h = Harness::start(true).await;
+    let issuer = h.issuer().await;
+
+    let resp = h
+        .issue(&server_key_request(&["hybrid.example.com"]))
+        .await
+        .unwrap();
+    assert_eq!(resp.kind, CaKind::Hybrid);
+    openssl_verify(&resp, "sslserver");
+    let report = sigil_verify(&resp);
+    // leaf, intermediate and root self-signature: classical and alternative each.
+    assert_eq!(passed(&report, SignatureKind::Classical), 3, "{report:#?}");
+    assert_eq!(
+        passed(&report, SignatureKind::Alternative),
+        3,
+        "{report:#?}"
+    );
+
+    let (csr, _key) = csr_for(&["csr.example.com"]);
+    let resp = h
+        .issue(&IssueRequest {
+            csr_pem: Some(csr),
+            ..server_key_request(&[])
+        })
+        .await
+        .unwrap();
+    openssl_verify(&resp, "sslserver");
+    assert_eq!(passed(&sigil_verify(&resp), SignatureKind::Alternative), 3);
+
+    let cas = h.ca_list().await.cas;
+    assert_eq!(cas.len(), 2);
+    for ca in &cas {
+        assert!(ca.active);
+        assert_eq!(ca.kind, CaKind::Hybrid);
+        assert_eq!(ca.algorithms, ["ecdsa-p256", "ML-DSA-65"]);
+    }
+    let root = cas.iter().find(|c| c.role == CaRole::Root).unwrap();
+    assert_eq!(root.certificate_pem, resp.chain_pem[1]);
+    assert_eq!(root.subject, "CN=Sigil Test Root CA");
+    issuer.stop().await;
+}
+
+#[tokio::test]
+async fn composite_and_mldsa_cas_issue_verifiable_pq_leaves() {
+    for (kind, check, key_label) in [
+        (
+            CaKind::Composite,
+            SignatureKind::Composite,
+            "SIGIL COMPOSITE PRIVATE KEY",
+        ),
+        (CaKind::Mldsa, SignatureKind::MlDsa, "PRIVATE KEY"),
+    ] {
+        let h = Harness::start(true).await;
+        let issuer = h.spawn(h.config_of(kind));
+        h.wait_ready().await;
+
+        let resp = h
+            .issue(&server_key_request(&["pq.example.com"]))
+            .await
+            .unwrap();
+        assert_eq!(resp.kind, kind);
+        let report = sigil_verify(&resp);
+        assert_eq!(passed(&report, check), 3, "{kind}: {report:#?}");
+        assert_eq!(passed(&report, SignatureKind::Classical), 0, "{kind}");
+
+        // The generated key comes back once, in the documented format.
+        let key_pem = resp.private_key_pem.clone().unwrap();
+        let key_der = sigil_pki::pem::decode(&key_pem, &[key_label]).unwrap();
+        let leaf = x509_parser::parse_x509_certificate(&der(&resp.certificate_pem))
+            .unwrap()
+            .1
+            .public_key()
+            .subject_public_key
+            .data
+            .to_vec();
+        match kind {
+            CaKind::Composite => {
+                let key = sigil_pki::CompositeKeyPair::from_der(&key_der).unwrap();
+                assert_eq!(key.public_key(), leaf);
+                assert_eq!(key.alg().name(), "MLDSA65-ECDSA-P256-SHA512");
+            }
+            _ => {
+                let key = sigil_pki::pqcert::mldsa_key_from_pkcs8(&key_der, None).unwrap();
+                assert_eq!(key.public_key(), leaf.as_slice());
+            }
+        }
+        let cas = h.ca_list().await.cas;
+        let expected = match kind {
+            CaKind::Composite => "MLDSA65-ECDSA-P256-SHA512",
+            _ => "ML-DSA-65",
+        };
+        assert!(
+            cas.iter()
+                .all(|c| c.kind == kind && c.algorithms == [expected]),
+            "{cas:#?}"
+        );
+
+        // No CSR path for PQ leaves yet; a classical key_algorithm does not fit.
+        let (csr, _key) = csr_for(&["csr.example.com"]);
+        let err = h
+            .issue(&IssueRequest {
+                csr_pem: Some(csr),
+                ..server_key_request(&[])
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        assert!(err.message.contains("omit --csr"), "{}", err.message);
+        let err = h
+            .issue(&IssueRequest {
+                key_algorithm: Some(KeyAlgorithm::Ed25519),
+                ..server_key_request(&["pq.example.com"])
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest, "{kind}");
+        issuer.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn ca_init_needs_force_and_then_takes_over() {
+    let h = Harness::start(true).await;
+    let issuer = h.issuer().await;
+    let before = h
+        .issue(&server_key_request(&["a.example.com"]))
+        .await
+        .unwrap();
+
+    let composite = |force: bool| CaInitRequest {
+        kind: CaKind::Composite,
+        algorithm: Some("MLDSA87-ECDSA-P384-SHA512".into()),
+        force,
+    };
+    let err = h.ca_init(&composite(false)).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Conflict, "{}", err.message);
+    let err = h
+        .ca_init(&CaInitRequest {
+            kind: CaKind::Hybrid,
+            algorithm: Some("rsa+mldsa65".into()),
+            force: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadRequest, "{}", err.message);
+    assert_eq!(h.ca_list().await.cas.len(), 2, "refusals change nothing");
+
+    let new = h.ca_init(&composite(true)).await.unwrap().cas;
+    assert_eq!(new.len(), 2);
+    assert!(new.iter().all(|c| c.active && c.kind == CaKind::Composite));
+    assert!(
+        new.iter()
+            .all(|c| c.algorithms == ["MLDSA87-ECDSA-P384-SHA512"])
+    );
+    let all = h.ca_list().await.cas;
+    assert_eq!(all.len(), 4);
+    let retired: Vec<_> = all.iter().filter(|c| !c.active).collect();
+    assert_eq!(retired.len(), 2);
+    assert!(retired.iter().all(|c| c.kind == CaKind::Hybrid));
+    assert!(
+        retired
+            .iter()
+            .any(|c| c.certificate_pem == before.chain_pem[1])
+    );
+
+    let new_root = new.iter().find(|c| c.role == CaRole::Root).unwrap();
+    let after = h
+        .issue(&server_key_request(&["b.example.com"]))
+        .await
+        .unwrap();
+    assert_eq!(after.kind, CaKind::Composite);
+    assert_eq!(after.chain_pem[1], new_root.certificate_pem);
+    assert_eq!(passed(&sigil_verify(&after), SignatureKind::Composite), 3);
+    // The old leaf still verifies under its own (retired) chain.
+    sigil_verify(&before);
+
+    // A restart (default config: hybrid) keeps the stored kind.
+    issuer.stop().await;
+    let issuer = h.issuer().await;
+    let again = h
+        .issue(&server_key_request(&["c.example.com"]))
+        .await
+        .unwrap();
+    assert_eq!(again.kind, CaKind::Composite);
+    assert_eq!(again.chain_pem, after.chain_pem);
+    issuer.stop().await;
+}
+
+#[tokio::test]
+async fn an_existing_classical_installation_stays_classical() {
+    let h = Harness::start(true).await;
+    let issuer = h.spawn(h.config_of(CaKind::Classical));
+    h.wait_ready().await;
+    let first = h
+        .issue(&server_key_request(&["old.example.com"]))
+        .await
+        .unwrap();
+    assert_eq!(first.kind, CaKind::Classical);
+    openssl_verify(&first, "sslserver");
+    assert_eq!(passed(&sigil_verify(&first), SignatureKind::Alternative), 0);
+    issuer.stop().await;
+
+    // Upgrading to the default configuration (hybrid) changes nothing stored.
+    let issuer = h.issuer().await;
+    let second = h
+        .issue(&server_key_request(&["new.example.com"]))
+        .await
+        .unwrap();
+    assert_eq!(second.kind, CaKind::Classical);
+    assert_eq!(second.chain_pem, first.chain_pem);
+    openssl_verify(&second, "sslserver");
+    let cas = h.ca_list().await.cas;
+    assert!(
+        cas.iter()
+            .all(|c| c.kind == CaKind::Classical && c.algorithms == ["ecdsa-p256"])
+    );
+    issuer.stop().await;
 }

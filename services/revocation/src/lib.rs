@@ -298,14 +298,12 @@ pub async fn record_issued(
         ))
     })?;
     let retry = |e: DbErr| HandleError::Retry(format!("revocation database: {e}"));
-    let txn = db.begin().await.map_err(retry)?;
-    if !inbox::first_delivery(&txn, DURABLE, &event.id)
+    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    {
-        txn.commit().await.map_err(retry)?;
+    else {
         return Ok(false);
-    }
+    };
     let row = known_certificate::ActiveModel {
         serial: Set(serial),
         issuer: Set(facts.issuer.clone()),

@@ -105,6 +105,7 @@ fn issued(serial: &str) -> CloudEvent<IdentityIssued> {
             certificate_pem: pem("leaf"),
             chain_pem: vec![pem("issuing"), pem("root")],
             requested_by: "anonymous".to_owned(),
+            kind: sigil_contracts::types::CaKind::Classical,
         },
         now,
         Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned()),

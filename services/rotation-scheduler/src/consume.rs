@@ -1,16 +1,15 @@
 //! Applying identity events to the `tracked` table.
 //!
 //! Each event is applied in one transaction that starts with
-//! [`sigil_store::inbox::first_delivery`], so a redelivered event commits nothing.
+//! [`sigil_store::inbox::begin_first`], so a redelivered event commits nothing.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set, TransactionTrait,
-};
-use sigil_bus::consumer::{Delivery, HandleError};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sigil_bus::consumer::{Delivery, HandleError, parse_serial};
+use sigil_contracts::CloudEvent;
 use sigil_contracts::event::{IdentityIssued, IdentityRevoked};
-use sigil_contracts::{CloudEvent, normalize_serial};
+use sigil_store::inbox::{self, retry};
 
 use crate::entity::tracked::{self, State};
 use crate::schedule;
@@ -36,14 +35,6 @@ pub async fn handle(
     }
 }
 
-fn retry(e: DbErr) -> HandleError {
-    HandleError::Retry(format!("database: {e}"))
-}
-
-fn serial_of(raw: &str) -> Result<String, HandleError> {
-    normalize_serial(raw).ok_or_else(|| HandleError::Poison(format!("malformed serial {raw:?}")))
-}
-
 /// Start tracking a newly issued credential. A serial already tracked is left as it
 /// is (its state, in particular, is never reset to `tracking`).
 pub async fn apply_issued(
@@ -52,19 +43,18 @@ pub async fn apply_issued(
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     let facts = &event.data.facts;
-    let serial = serial_of(&facts.serial)?;
+    let serial = parse_serial(&facts.serial)?;
     let renew_at = schedule::renew_at(
         facts.not_before,
         facts.not_after,
         schedule::jitter_fraction(&serial),
     );
-    let txn = db.begin().await.map_err(retry)?;
-    if !sigil_store::inbox::first_delivery(&txn, DURABLE, &event.id)
+    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    {
-        return txn.commit().await.map_err(retry);
-    }
+    else {
+        return Ok(());
+    };
     let row = tracked::ActiveModel {
         serial: Set(serial.clone()),
         not_before: Set(facts.not_before),
@@ -98,14 +88,13 @@ pub async fn apply_revoked(
     event: &CloudEvent<IdentityRevoked>,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
-    let serial = serial_of(&event.data.serial)?;
-    let txn = db.begin().await.map_err(retry)?;
-    if !sigil_store::inbox::first_delivery(&txn, DURABLE, &event.id)
+    let serial = parse_serial(&event.data.serial)?;
+    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    {
-        return txn.commit().await.map_err(retry);
-    }
+    else {
+        return Ok(());
+    };
     let updated = tracked::Entity::update_many()
         .col_expr(tracked::Column::State, Expr::value(State::Revoked))
         .col_expr(tracked::Column::UpdatedAt, Expr::value(now))

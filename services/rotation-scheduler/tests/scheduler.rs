@@ -109,6 +109,7 @@ fn issued(
             certificate_pem: String::new(),
             chain_pem: vec![],
             requested_by: "test".to_owned(),
+            kind: sigil_contracts::types::CaKind::Classical,
         },
         not_before,
         None,

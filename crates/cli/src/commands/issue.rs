@@ -327,6 +327,7 @@ mod tests {
                 "-----BEGIN CERTIFICATE-----\nISSUING\n-----END CERTIFICATE-----\n".into(),
                 "-----BEGIN CERTIFICATE-----\nROOT\n-----END CERTIFICATE-----\n".into(),
             ],
+            kind: sigil_contracts::types::CaKind::Hybrid,
             private_key_pem: Some(
                 "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n".into(),
             ),

@@ -1,5 +1,6 @@
 //! The client-side commands, one module each, and the value parsers they share.
 
+pub mod bench;
 pub mod events;
 pub mod issue;
 pub mod ls;
@@ -7,6 +8,7 @@ pub mod revoke;
 pub mod serve;
 pub mod show;
 pub mod up;
+pub mod verify;
 
 use std::time::Duration;
 
