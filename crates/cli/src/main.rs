@@ -48,6 +48,8 @@ pub enum Command {
     Show(commands::show::ShowArgs),
     Revoke(commands::revoke::RevokeArgs),
     Events(commands::events::EventsArgs),
+    /// The issuer's certificate authorities: list, or create a new hierarchy
+    Ca(commands::ca::CaArgs),
     Verify(commands::verify::VerifyArgs),
     /// Measure a running Sigil (see docs/benchmarks.md)
     Bench(commands::bench::BenchArgs),
@@ -87,6 +89,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show(args) => commands::show::run(global, args).await,
         Command::Revoke(args) => commands::revoke::run(global, args).await,
         Command::Events(args) => commands::events::run(global, args).await,
+        Command::Ca(args) => commands::ca::run(global, args).await,
         Command::Verify(args) => commands::verify::run(global, args),
         Command::Bench(args) => commands::bench::run(global, args).await,
     }

@@ -77,6 +77,33 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
     Ok(s)
 }
 
+/// A borderless, left-aligned table with one header row, trailing spaces trimmed:
+/// readable in a terminal and easy to `awk`.
+pub fn plain_table<const N: usize>(
+    header: [&str; N],
+    rows: impl IntoIterator<Item = [String; N]>,
+) -> String {
+    use comfy_table::{CellAlignment, Table, presets};
+    let mut table = Table::new();
+    table.load_preset(presets::NOTHING).set_header(header);
+    for row in rows {
+        table.add_row(row);
+    }
+    for column in table.column_iter_mut() {
+        column
+            .set_padding((0, 2))
+            .set_cell_alignment(CellAlignment::Left);
+    }
+    let mut out: String = table
+        .to_string()
+        .lines()
+        .map(|l| l.trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;

@@ -27,6 +27,10 @@ pub struct ServiceSettings {
     pub kek: Option<String>,
     /// Rotation-scheduler tick.
     pub tick_interval: Duration,
+    /// Kind of CA hierarchy a new installation creates (an existing one keeps its own).
+    pub ca_kind: sigil_contracts::types::CaKind,
+    /// Algorithm within that kind (e.g. `p256+mldsa65`); the kind's default when absent.
+    pub ca_algorithm: Option<String>,
 }
 
 impl ServiceSettings {
@@ -82,6 +86,8 @@ pub async fn spawn(
                 database_url: settings.database_url(service),
                 data_dir: settings.data_dir.clone(),
                 kek: settings.kek.clone(),
+                ca_kind: settings.ca_kind,
+                ca_algorithm: settings.ca_algorithm.clone(),
                 ..Default::default()
             };
             tasks.spawn(async move {
@@ -133,7 +139,7 @@ pub async fn supervise(
 ) -> Result<(), CliError> {
     let mut first_error = None;
     tokio::select! {
-        _ = shutdown_signal() => {}
+        _ = sigil_bus::launch::shutdown_signal() => {}
         Some(done) = tasks.join_next() => {
             first_error = Some(match done {
                 Ok(Ok(())) => CliError::Other("a service stopped unexpectedly".to_owned()),
@@ -159,27 +165,5 @@ pub async fn supervise(
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -138,6 +138,42 @@ async fn issue_list_show_revoke_through_the_cli() {
         "intermediate then root"
     );
 
+    // A new installation is hybrid: every signature on the path checks out, the
+    // ML-DSA alternative signatures included.
+    let o = sigil(data.path(), &url, &["ca", "ls", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cas: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let kinds: Vec<&str> = cas
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["hybrid", "hybrid"]);
+    let o = sigil(
+        data.path(),
+        &url,
+        &[
+            "verify",
+            out_dir.join("cert.pem").to_str().unwrap(),
+            "--chain",
+            out_dir.join("chain.pem").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "verify: {}{}", stdout(&o), stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let alt = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "alternative" && c["ok"] == true)
+        .count();
+    assert_eq!(
+        alt, 3,
+        "leaf, intermediate and root carry alternative signatures: {report}"
+    );
+
     // Listed (eventually: inventory consumes the event).
     let listed = retry("ls shows the serial", || {
         let o = sigil(data.path(), &url, &["ls", "--json"]);

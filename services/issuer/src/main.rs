@@ -10,6 +10,9 @@
 //!   bytes); when unset, `<data dir>/kek` is used (created with mode 0600)
 //! - `SIGIL_CA_COMMON_NAME` (default `Sigil`): prefix of the CA common names
 //! - `SIGIL_POLICY_TIMEOUT` (default `5s`)
+//! - `SIGIL_CA_KIND` (default `hybrid`): `classical`, `hybrid`, `composite` or `mldsa`,
+//!   the kind of hierarchy a new installation creates (an existing one keeps its kind)
+//! - `SIGIL_CA_ALGORITHM`: algorithm within the kind, e.g. `p256+mldsa65`
 //!
 //! Invalid configuration exits with 78 before anything is connected.
 #![forbid(unsafe_code)]
@@ -44,6 +47,12 @@ fn config_from_env() -> Result<Config, String> {
         config.policy_timeout = humantime::parse_duration(&t)
             .map_err(|e| format!("SIGIL_POLICY_TIMEOUT={t:?} is not a duration such as 5s: {e}"))?;
     }
+    if let Some(kind) = env("SIGIL_CA_KIND") {
+        config.ca_kind = sigil_contracts::types::CaKind::from_name(&kind).ok_or_else(|| {
+            format!("SIGIL_CA_KIND={kind:?}: use classical, hybrid, composite or mldsa")
+        })?;
+    }
+    config.ca_algorithm = env("SIGIL_CA_ALGORITHM");
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use clap::Args;
-use comfy_table::{CellAlignment, Table, presets};
 use sigil_bus::Bus;
 use sigil_contracts::inventory::{MAX_PAGE, QueryRequest, QueryResponse};
 use sigil_contracts::subjects::INVENTORY_QUERY;
@@ -108,36 +107,18 @@ async fn fetch(bus: &Bus, args: &LsArgs) -> Result<(Vec<CredentialRecord>, bool)
 
 /// SERIAL | STATUS | NOT AFTER | SANS | KEY, aligned, without borders.
 pub fn table(items: &[CredentialRecord]) -> String {
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header([
-        "SERIAL",
-        "STATUS",
-        "NOT AFTER",
-        "SANS",
-        "KEY",
-    ]);
-    for r in items {
-        table.add_row([
-            r.facts.serial.clone(),
-            r.status.as_str().to_owned(),
-            output::time(r.facts.not_after),
-            sans_cell(&r.facts.sans.values()),
-            r.facts.key_algorithm.clone(),
-        ]);
-    }
-    for column in table.column_iter_mut() {
-        column
-            .set_padding((0, 2))
-            .set_cell_alignment(CellAlignment::Left);
-    }
-    let mut out: String = table
-        .to_string()
-        .lines()
-        .map(|l| l.trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n");
-    out.push('\n');
-    out
+    output::plain_table(
+        ["SERIAL", "STATUS", "NOT AFTER", "SANS", "KEY"],
+        items.iter().map(|r| {
+            [
+                r.facts.serial.clone(),
+                r.status.as_str().to_owned(),
+                output::time(r.facts.not_after),
+                sans_cell(&r.facts.sans.values()),
+                r.facts.key_algorithm.clone(),
+            ]
+        }),
+    )
 }
 
 fn sans_cell(sans: &[String]) -> String {

@@ -1,6 +1,7 @@
 //! The client-side commands, one module each, and the value parsers they share.
 
 pub mod bench;
+pub mod ca;
 pub mod events;
 pub mod issue;
 pub mod ls;

@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// Policy rules (TOML), for the policy service
     #[arg(long, env = "SIGIL_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<std::path::PathBuf>,
+    /// Kind of CA a new installation creates: classical, hybrid (ECDSA + ML-DSA
+    /// alternative signatures), composite or mldsa; an existing hierarchy keeps its kind
+    #[arg(long, env = "SIGIL_CA_KIND", default_value = "hybrid", value_parser = crate::commands::wire_enum::<sigil_contracts::types::CaKind>(sigil_contracts::types::CaKind::ALL.iter().map(|k| k.as_str()).collect()))]
+    pub ca_kind: sigil_contracts::types::CaKind,
+    /// Algorithm within the CA kind (see `sigil ca init --help`)
+    #[arg(long = "ca-alg", env = "SIGIL_CA_ALGORITHM", value_name = "ALG")]
+    pub ca_algorithm: Option<String>,
     /// Rotation-scheduler tick
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub tick: Duration,
@@ -50,6 +57,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> Result<(), CliError> {
         policy_file: args.policy,
         kek: std::env::var("SIGIL_KEK").ok().filter(|k| !k.is_empty()),
         tick_interval: args.tick,
+        ca_kind: args.ca_kind,
+        ca_algorithm: args.ca_algorithm.clone(),
     };
     std::fs::create_dir_all(&settings.data_dir).map_err(|e| CliError::io(&settings.data_dir, e))?;
     let metrics = Metrics::new();

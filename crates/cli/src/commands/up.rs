@@ -27,6 +27,13 @@ pub struct UpArgs {
     /// Policy rules (TOML); default: local names and private addresses, 90-day maximum
     #[arg(long, env = "SIGIL_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<std::path::PathBuf>,
+    /// Kind of CA a new installation creates: classical, hybrid (ECDSA + ML-DSA
+    /// alternative signatures), composite or mldsa; an existing hierarchy keeps its kind
+    #[arg(long, env = "SIGIL_CA_KIND", default_value = "hybrid", value_parser = crate::commands::wire_enum::<sigil_contracts::types::CaKind>(sigil_contracts::types::CaKind::ALL.iter().map(|k| k.as_str()).collect()))]
+    pub ca_kind: sigil_contracts::types::CaKind,
+    /// Algorithm within the CA kind (see `sigil ca init --help`)
+    #[arg(long = "ca-alg", env = "SIGIL_CA_ALGORITHM", value_name = "ALG")]
+    pub ca_algorithm: Option<String>,
     /// Rotation-scheduler tick
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub tick: Duration,
@@ -78,6 +85,8 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> Result<(), CliError> {
         policy_file: args.policy.clone(),
         kek: std::env::var("SIGIL_KEK").ok().filter(|k| !k.is_empty()),
         tick_interval: args.tick,
+        ca_kind: args.ca_kind,
+        ca_algorithm: args.ca_algorithm.clone(),
     };
     let metrics = Metrics::new();
     let health = Health::new();

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use clap::Args;
-use comfy_table::{CellAlignment, Table, presets};
 use sigil_pki::{VerifyReport, verify_chain};
 use x509_parser::pem::Pem;
 
@@ -188,36 +187,18 @@ fn is_self_signed(der: &[u8]) -> bool {
 
 /// CERT | KIND | ALGORITHM | RESULT | DETAIL, one row per check, without borders.
 pub fn table(report: &VerifyReport) -> String {
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header([
-        "CERT",
-        "KIND",
-        "ALGORITHM",
-        "RESULT",
-        "DETAIL",
-    ]);
-    for check in &report.checks {
-        table.add_row([
-            check.subject.clone(),
-            check.kind.as_str().to_owned(),
-            check.algorithm.clone(),
-            if check.ok { "✓" } else { "✗" }.to_owned(),
-            check.detail.clone().unwrap_or_default(),
-        ]);
-    }
-    for column in table.column_iter_mut() {
-        column
-            .set_padding((0, 2))
-            .set_cell_alignment(CellAlignment::Left);
-    }
-    let mut out: String = table
-        .to_string()
-        .lines()
-        .map(|l| l.trim_end().to_owned())
-        .collect::<Vec<_>>()
-        .join("\n");
-    out.push('\n');
-    out
+    output::plain_table(
+        ["CERT", "KIND", "ALGORITHM", "RESULT", "DETAIL"],
+        report.checks.iter().map(|check| {
+            [
+                check.subject.clone(),
+                check.kind.as_str().to_owned(),
+                check.algorithm.clone(),
+                if check.ok { "✓" } else { "✗" }.to_owned(),
+                check.detail.clone().unwrap_or_default(),
+            ]
+        }),
+    )
 }
 
 /// One line: `OK: all N checks passed` or `FAILED: n of N checks failed (kinds)`.
