@@ -12,7 +12,9 @@
 #
 # Options:
 #   --with-crypto   also pip-install `cryptography>=49` into the same venv (used by tests
-#                   for independent ML-DSA verification); implies the venv exists.
+#                   for independent ML-DSA verification) and `pkilint>=0.13` (DigiCert's
+#                   RFC 5280 certificate linter, `lint_pkix_cert`, used by
+#                   crates/pki/tests/lint.rs); implies the venv exists.
 #
 # Idempotent: when everything is already in place it only runs `--version` checks.
 set -euo pipefail
@@ -27,7 +29,7 @@ for arg in "$@"; do
   case "$arg" in
     --with-crypto) with_crypto=1 ;;
     -h | --help)
-      sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+      sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
       exit 0
       ;;
     *)
@@ -162,6 +164,17 @@ EOF
     log "cryptography>=49 already in ${TOOLS_VENV}"
   else
     pip_install 'cryptography>=49'
+  fi
+  if "${TOOLS_VENV}/bin/python" - <<'EOF' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+major, minor = (int(x) for x in version("pkilint").split(".")[:2])
+sys.exit(0 if (major, minor) >= (0, 13) else 1)
+EOF
+  then
+    log "pkilint>=0.13 already in ${TOOLS_VENV}"
+  else
+    pip_install 'pkilint>=0.13'
   fi
 fi
 

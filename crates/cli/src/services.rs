@@ -88,6 +88,8 @@ pub async fn spawn(
                 kek: settings.kek.clone(),
                 ca_kind: settings.ca_kind,
                 ca_algorithm: settings.ca_algorithm.clone(),
+                crl_base_url: sigil_bus::launch::env("SIGIL_CRL_BASE_URL"),
+                ocsp_base_url: sigil_bus::launch::env("SIGIL_OCSP_BASE_URL"),
                 ..Default::default()
             };
             tasks.spawn(async move {

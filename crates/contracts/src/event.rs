@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use crate::issuer::{BundleChangeReason, TrustBundle};
 use crate::types::{CaKind, CertificateFacts, RevocationReason};
 
 /// The kinds of event Sigil publishes.
@@ -18,14 +19,16 @@ pub enum EventKind {
     IdentityRevoked,
     IdentityRenewalDue,
     IdentityExpired,
+    CaBundleChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
+    pub const ALL: [EventKind; 5] = [
         EventKind::IdentityIssued,
         EventKind::IdentityRevoked,
         EventKind::IdentityRenewalDue,
         EventKind::IdentityExpired,
+        EventKind::CaBundleChanged,
     ];
 
     /// CloudEvents `type`, e.g. `io.sigil.identity.issued.v1`.
@@ -35,6 +38,7 @@ impl EventKind {
             EventKind::IdentityRevoked => "io.sigil.identity.revoked.v1",
             EventKind::IdentityRenewalDue => "io.sigil.identity.renewal_due.v1",
             EventKind::IdentityExpired => "io.sigil.identity.expired.v1",
+            EventKind::CaBundleChanged => "io.sigil.ca.bundle_changed.v1",
         }
     }
 
@@ -45,6 +49,7 @@ impl EventKind {
             EventKind::IdentityRevoked => "identity.revoked",
             EventKind::IdentityRenewalDue => "identity.renewal_due",
             EventKind::IdentityExpired => "identity.expired",
+            EventKind::CaBundleChanged => "ca.bundle_changed",
         }
     }
 
@@ -130,6 +135,24 @@ impl EventData for IdentityExpired {
     const KIND: EventKind = EventKind::IdentityExpired;
     fn subject(&self) -> String {
         self.serial.clone()
+    }
+}
+
+/// `ca.bundle_changed`: the issuer's trust bundle changed (a hierarchy was created, a
+/// next intermediate prepared or activated). Relying parties replace what they trust
+/// with `bundle` when its version is newer than theirs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaBundleChanged {
+    pub reason: BundleChangeReason,
+    pub bundle: TrustBundle,
+}
+
+impl EventData for CaBundleChanged {
+    const KIND: EventKind = EventKind::CaBundleChanged;
+    /// `trust-bundle/v<version>`.
+    fn subject(&self) -> String {
+        format!("trust-bundle/v{}", self.bundle.version)
     }
 }
 

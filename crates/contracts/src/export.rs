@@ -7,8 +7,8 @@ use schemars::{JsonSchema, Schema, schema_for};
 use serde_json::{Value, json};
 
 use crate::event::{
-    CloudEvent, EventData, EventKind, IdentityExpired, IdentityIssued, IdentityRenewalDue,
-    IdentityRevoked,
+    CaBundleChanged, CloudEvent, EventData, EventKind, IdentityExpired, IdentityIssued,
+    IdentityRenewalDue, IdentityRevoked,
 };
 use crate::subjects::{self, OPERATIONS, Operation};
 use crate::{error::Reply, inventory, issuer, policy, revocation, types};
@@ -40,6 +40,12 @@ fn operation_messages(op: Operation) -> (&'static str, &'static str) {
         (subjects::Service::Issuer, "ca_init") => {
             ("issuer.v1.CaInitRequest", "issuer.v1.CaInitReply")
         }
+        (subjects::Service::Issuer, "ca_rotate") => {
+            ("issuer.v1.CaRotateRequest", "issuer.v1.CaRotateReply")
+        }
+        (subjects::Service::Issuer, "trust_bundle") => {
+            ("issuer.v1.TrustBundleRequest", "issuer.v1.TrustBundleReply")
+        }
         (subjects::Service::Inventory, "query") => {
             ("inventory.v1.QueryRequest", "inventory.v1.QueryReply")
         }
@@ -59,6 +65,7 @@ fn event_message(kind: EventKind) -> &'static str {
         EventKind::IdentityRevoked => "events.v1.IdentityRevoked",
         EventKind::IdentityRenewalDue => "events.v1.IdentityRenewalDue",
         EventKind::IdentityExpired => "events.v1.IdentityExpired",
+        EventKind::CaBundleChanged => "events.v1.CaBundleChanged",
     }
 }
 
@@ -77,6 +84,10 @@ pub fn schemas() -> Vec<SchemaFile> {
         file::<Reply<issuer::CaListResponse>>("issuer.v1.CaListReply"),
         file::<issuer::CaInitRequest>("issuer.v1.CaInitRequest"),
         file::<Reply<issuer::CaListResponse>>("issuer.v1.CaInitReply"),
+        file::<issuer::CaRotateRequest>("issuer.v1.CaRotateRequest"),
+        file::<Reply<issuer::CaRotateResponse>>("issuer.v1.CaRotateReply"),
+        file::<issuer::TrustBundleRequest>("issuer.v1.TrustBundleRequest"),
+        file::<Reply<issuer::TrustBundle>>("issuer.v1.TrustBundleReply"),
         file::<inventory::QueryRequest>("inventory.v1.QueryRequest"),
         file::<Reply<inventory::QueryResponse>>("inventory.v1.QueryReply"),
         file::<inventory::GetRequest>("inventory.v1.GetRequest"),
@@ -87,6 +98,7 @@ pub fn schemas() -> Vec<SchemaFile> {
         event_schema::<IdentityRevoked>(),
         event_schema::<IdentityRenewalDue>(),
         event_schema::<IdentityExpired>(),
+        event_schema::<CaBundleChanged>(),
     ]
 }
 

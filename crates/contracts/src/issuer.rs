@@ -28,8 +28,9 @@ pub struct IssueRequest {
     pub ttl_seconds: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csr_pem: Option<String>,
-    /// Key algorithm for a server-generated key (ignored with a CSR). Under a composite
-    /// CA it must be the composite's classical half; under an ML-DSA CA an ML-DSA level.
+    /// Key algorithm for a server-generated key. With a CSR it may be given and must
+    /// then equal the CSR's key type (else `bad_request`). Under a composite CA it must
+    /// be the composite's classical half; under an ML-DSA CA an ML-DSA level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_algorithm: Option<KeyAlgorithm>,
     /// Requesting principal (authenticated in a later version; recorded and sent to
@@ -109,6 +110,43 @@ pub struct CaInfo {
     /// The CA currently in use for its role (retired CAs are kept, inactive).
     pub active: bool,
     pub certificate_pem: String,
+    /// Slot of the CA (absent in replies of older issuers: `current` if active, else
+    /// `retired`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<CaState>,
+    /// For a retired CA: until when it is kept (for CRL signing and in the trust
+    /// bundle) — the latest notAfter of the leaves it issued, or its own notAfter when
+    /// it issued none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_until: Option<DateTime<Utc>>,
+}
+
+/// Slot of a CA (SPIRE-style current/next slots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaState {
+    /// Signs now (roots: the root of the current intermediate).
+    Current,
+    /// Prepared intermediate, already in the trust bundle, not yet signing.
+    Next,
+    /// No longer signs leaves; kept for CRL signing until `retire_until`.
+    Retired,
+}
+
+impl CaState {
+    pub const ALL: [CaState; 3] = [CaState::Current, CaState::Next, CaState::Retired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaState::Current => "current",
+            CaState::Next => "next",
+            CaState::Retired => "retired",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<CaState> {
+        CaState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
 }
 
 /// `sigil.issuer.v1.ca_list` reply, and `ca_init`'s (the new root and intermediate).
@@ -135,4 +173,88 @@ pub struct CaInitRequest {
     pub algorithm: Option<String>,
     #[serde(default)]
     pub force: bool,
+}
+
+/// Step of a staged intermediate rotation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RotateStep {
+    /// Create the next intermediate under the current root and publish the bundle
+    /// with both intermediates; the current one keeps signing.
+    Prepare,
+    /// The next intermediate becomes current; the current one is retired.
+    Activate,
+    /// Prepare, then activate.
+    #[default]
+    Auto,
+}
+
+impl RotateStep {
+    pub const ALL: [RotateStep; 3] = [RotateStep::Prepare, RotateStep::Activate, RotateStep::Auto];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotateStep::Prepare => "prepare",
+            RotateStep::Activate => "activate",
+            RotateStep::Auto => "auto",
+        }
+    }
+}
+
+/// `sigil.issuer.v1.ca_rotate` request: rotate the intermediate through the
+/// current/next slots. `prepare` while a next intermediate exists and `activate`
+/// without one are refused with `conflict`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaRotateRequest {
+    #[serde(default)]
+    pub step: RotateStep,
+}
+
+/// `sigil.issuer.v1.ca_rotate` reply: the slots after the step and the bundle published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaRotateResponse {
+    /// The intermediate that signs now.
+    pub current: CaInfo,
+    /// The prepared intermediate, if one waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<CaInfo>,
+    /// The intermediate this call retired (activate, auto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<CaInfo>,
+    pub bundle: TrustBundle,
+}
+
+/// `sigil.issuer.v1.trust_bundle` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustBundleRequest {}
+
+/// What relying parties should trust: `sigil.issuer.v1.trust_bundle` reply, and the
+/// payload of `ca.bundle_changed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustBundle {
+    /// Grows with every slot change (init, prepare, activate); never goes back.
+    /// Retired CAs leaving the bundle when their `retire_until` passes do not bump it.
+    pub version: u64,
+    /// Kind of the current hierarchy.
+    pub kind: CaKind,
+    /// Root certificates, PEM: the current root, then roots of retired CAs still kept.
+    pub roots: Vec<String>,
+    /// Intermediate certificates, PEM: current, next, then retired ones still kept.
+    pub intermediates: Vec<String>,
+}
+
+/// Why the trust bundle changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BundleChangeReason {
+    /// A new hierarchy was created (first start or `ca_init`).
+    Init,
+    /// A next intermediate was prepared.
+    Prepare,
+    /// The next intermediate became current.
+    Activate,
 }

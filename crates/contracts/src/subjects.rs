@@ -88,6 +88,14 @@ pub const ISSUER_CA_INIT: Operation = Operation {
     service: Service::Issuer,
     name: "ca_init",
 };
+pub const ISSUER_CA_ROTATE: Operation = Operation {
+    service: Service::Issuer,
+    name: "ca_rotate",
+};
+pub const ISSUER_TRUST_BUNDLE: Operation = Operation {
+    service: Service::Issuer,
+    name: "trust_bundle",
+};
 pub const INVENTORY_QUERY: Operation = Operation {
     service: Service::Inventory,
     name: "query",
@@ -102,11 +110,13 @@ pub const REVOCATION_REVOKE: Operation = Operation {
 };
 
 /// Every request/reply operation, for discovery docs and the AsyncAPI export.
-pub const OPERATIONS: [Operation; 7] = [
+pub const OPERATIONS: [Operation; 9] = [
     POLICY_EVALUATE,
     ISSUER_ISSUE,
     ISSUER_CA_LIST,
     ISSUER_CA_INIT,
+    ISSUER_CA_ROTATE,
+    ISSUER_TRUST_BUNDLE,
     INVENTORY_QUERY,
     INVENTORY_GET,
     REVOCATION_REVOKE,

@@ -44,14 +44,34 @@ pub enum Profile {
     TlsServer,
     /// clientAuth; digitalSignature.
     TlsClient,
+    /// SPIFFE X.509-SVID: exactly one URI SAN that is a SPIFFE ID
+    /// (`spiffe://trust-domain/path`), no subject CN; serverAuth + clientAuth;
+    /// digitalSignature (+ keyEncipherment for RSA keys).
+    SpiffeX509Svid,
+    /// codeSigning; digitalSignature only; never serverAuth.
+    CodeSigning,
 }
 
 impl Profile {
+    /// Every profile, in declaration order.
+    pub const ALL: [Profile; 4] = [
+        Profile::TlsServer,
+        Profile::TlsClient,
+        Profile::SpiffeX509Svid,
+        Profile::CodeSigning,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Profile::TlsServer => "tls-server",
             Profile::TlsClient => "tls-client",
+            Profile::SpiffeX509Svid => "spiffe-x509-svid",
+            Profile::CodeSigning => "code-signing",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Profile> {
+        Profile::ALL.into_iter().find(|p| p.as_str() == name)
     }
 }
 

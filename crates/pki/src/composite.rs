@@ -54,6 +54,7 @@ mod cert;
 pub use cert::{
     CompositeCaMaterial, CompositeLeafRequest, composite_algorithm, composite_spki,
     create_composite_intermediate, create_composite_root, issue_composite_leaf,
+    prepare_composite_leaf,
 };
 
 /// The draft version whose OIDs, labels and encodings this module implements. OIDs and

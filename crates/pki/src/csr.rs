@@ -13,6 +13,7 @@ use crate::facts::{ip_from_bytes, signature_algorithm_name};
 use crate::key::classify_spki;
 use crate::lint::check_sans;
 use crate::pem;
+use crate::profile::RequestedExtensions;
 
 /// Largest CSR (PEM text) [`parse_csr`] reads, in bytes.
 pub const MAX_CSR_BYTES: usize = 64 * 1024;
@@ -29,6 +30,9 @@ pub struct ParsedCsr {
     pub sans: Sans,
     /// The first common name of the CSR's subject, if any.
     pub common_name: Option<String>,
+    /// Extensions the CSR asked for besides names; the issuer refuses what the
+    /// profile does not allow ([`crate::profile::check_csr_request`]).
+    pub requested: RequestedExtensions,
 }
 
 /// Parses and checks a PEM `CERTIFICATE REQUEST`.
@@ -40,7 +44,9 @@ pub struct ParsedCsr {
 /// error), proof of possession ([`PkiError::CsrSignatureInvalid`]), then the
 /// extensionRequest: SANs must be DNS, IP or URI and well formed
 /// ([`PkiError::InvalidSan`]), and `CA:true` is refused ([`PkiError::BadCsr`]).
-/// Other requested extensions are ignored: the profile decides them.
+/// Other requested extensions are recorded in [`ParsedCsr::requested`] for the
+/// profile check ([`crate::profile::check_csr_request`]); what is issued is always
+/// the profile's own set.
 pub fn parse_csr(pem_text: &str) -> Result<ParsedCsr, PkiError> {
     if pem_text.len() > MAX_CSR_BYTES {
         return Err(PkiError::BadCsr(format!(
@@ -82,6 +88,7 @@ pub fn parse_csr(pem_text: &str) -> Result<ParsedCsr, PkiError> {
     })?;
 
     let mut sans = Sans::default();
+    let mut requested = RequestedExtensions::default();
     let mut extension_requests = 0;
     for attribute in info.iter_attributes() {
         let ParsedCriAttribute::ExtensionRequest(request) = attribute.parsed_attribute() else {
@@ -111,7 +118,45 @@ pub fn parse_csr(pem_text: &str) -> Result<ParsedCsr, PkiError> {
                         extension.oid.to_id_string()
                     )));
                 }
-                _ => {}
+                ParsedExtension::BasicConstraints(_) | ParsedExtension::SubjectKeyIdentifier(_) => {
+                }
+                ParsedExtension::KeyUsage(ku) => {
+                    let bits = [
+                        (ku.digital_signature(), "digitalSignature"),
+                        (ku.non_repudiation(), "nonRepudiation"),
+                        (ku.key_encipherment(), "keyEncipherment"),
+                        (ku.data_encipherment(), "dataEncipherment"),
+                        (ku.key_agreement(), "keyAgreement"),
+                        (ku.key_cert_sign(), "keyCertSign"),
+                        (ku.crl_sign(), "cRLSign"),
+                        (ku.encipher_only(), "encipherOnly"),
+                        (ku.decipher_only(), "decipherOnly"),
+                    ];
+                    requested
+                        .key_usage
+                        .extend(bits.iter().filter(|(set, _)| *set).map(|(_, name)| *name));
+                }
+                ParsedExtension::ExtendedKeyUsage(eku) => {
+                    let known = [
+                        (eku.any, "2.5.29.37.0"),
+                        (eku.server_auth, "1.3.6.1.5.5.7.3.1"),
+                        (eku.client_auth, "1.3.6.1.5.5.7.3.2"),
+                        (eku.code_signing, "1.3.6.1.5.5.7.3.3"),
+                        (eku.email_protection, "1.3.6.1.5.5.7.3.4"),
+                        (eku.time_stamping, "1.3.6.1.5.5.7.3.8"),
+                        (eku.ocsp_signing, "1.3.6.1.5.5.7.3.9"),
+                    ];
+                    requested.extended_key_usage.extend(
+                        known
+                            .iter()
+                            .filter(|(set, _)| *set)
+                            .map(|(_, oid)| (*oid).to_owned())
+                            .chain(eku.other.iter().map(|o| o.to_id_string())),
+                    );
+                }
+                _ => requested
+                    .other
+                    .push(extension_name(&extension.oid.to_id_string())),
             }
         }
     }
@@ -133,7 +178,29 @@ pub fn parse_csr(pem_text: &str) -> Result<ParsedCsr, PkiError> {
         key_algorithm,
         sans,
         common_name,
+        requested,
     })
+}
+
+/// `name (oid)` for extensions a CSR might ask for, else the dotted OID.
+fn extension_name(oid: &str) -> String {
+    let name = match oid {
+        "2.5.29.30" => "nameConstraints",
+        "2.5.29.32" => "certificatePolicies",
+        "2.5.29.33" => "policyMappings",
+        "2.5.29.36" => "policyConstraints",
+        "2.5.29.54" => "inhibitAnyPolicy",
+        "2.5.29.35" => "authorityKeyIdentifier",
+        "2.5.29.31" => "cRLDistributionPoints",
+        "2.5.29.18" => "issuerAltName",
+        "2.5.29.9" => "subjectDirectoryAttributes",
+        "1.3.6.1.5.5.7.1.1" => "authorityInfoAccess",
+        "1.3.6.1.5.5.7.1.11" => "subjectInfoAccess",
+        "1.3.6.1.5.5.7.1.24" => "TLS feature",
+        "1.3.6.1.4.1.11129.2.4.3" => "CT precertificate poison",
+        _ => return oid.to_owned(),
+    };
+    format!("{name} ({oid})")
 }
 
 fn add_san(sans: &mut Sans, name: &GeneralName<'_>) -> Result<(), PkiError> {

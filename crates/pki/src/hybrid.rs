@@ -45,8 +45,12 @@ use crate::ca::{CaMaterial, intermediate_params, root_params};
 use crate::error::PkiError;
 use crate::facts::parse_certificate;
 use crate::key::generate_key;
-use crate::leaf::{IssuedCert, LeafRequest, PreparedLeaf, finish_leaf, prepare_leaf};
+#[cfg(test)]
+use crate::leaf::prepare_leaf;
+use crate::leaf::{IssuedCert, LeafRequest, PreparedLeaf, finish_leaf, prepare_leaf_with};
 use crate::mldsa::{self, MlDsaKeyPair, MlDsaLevel};
+use crate::prepared::PreparedCert;
+use crate::profile::LeafOptions;
 
 /// subjectAltPublicKeyInfo (ITU-T X.509 §9.8.2), 2.5.29.72.
 pub const SUBJECT_ALT_PUBLIC_KEY_INFO: &str = "2.5.29.72";
@@ -215,6 +219,18 @@ pub fn issue_hybrid_leaf(
     req: &LeafRequest,
     subject_alt_public_key: Option<(MlDsaLevel, Vec<u8>)>,
 ) -> Result<IssuedCert, PkiError> {
+    prepare_hybrid_leaf(issuer, req, subject_alt_public_key, &LeafOptions::default())?.sign()
+}
+
+/// [`issue_hybrid_leaf`] in two steps: every check before signing now (the serial is
+/// fixed), both signatures on [`PreparedCert::sign`]. `opts` adds the CRL
+/// distribution point and OCSP URLs.
+pub fn prepare_hybrid_leaf<'a>(
+    issuer: &'a HybridCaMaterial,
+    req: &LeafRequest,
+    subject_alt_public_key: Option<(MlDsaLevel, Vec<u8>)>,
+    opts: &LeafOptions,
+) -> Result<PreparedCert<'a>, PkiError> {
     issuer.check_alt_key()?;
     if let Some((level, public)) = &subject_alt_public_key {
         if public.len() != level.public_key_len() {
@@ -235,19 +251,31 @@ pub fn issue_hybrid_leaf(
         params,
         subject_key,
         subject_spki,
-    } = prepare_leaf(&issuer.classical, req)?;
-    let rcgen_issuer = issuer.classical.issuer_with(RecordingSigner::new)?;
-    let signed = sign_twice(
-        params,
-        rcgen_issuer.key(),
-        |p| p.signed_by(&subject_key, &rcgen_issuer),
-        subject_alt_public_key
-            .as_ref()
-            .map(|(level, public)| (*level, public.as_slice())),
-        &issuer.alt_key,
-    )?;
-    verify_alt_signature(&signed.cert_der, issuer.cert_der())?;
-    finish_leaf(&issuer.classical, signed.cert_der, req, &subject_spki)
+    } = prepare_leaf_with(&issuer.classical, req, opts)?;
+    let serial = params
+        .serial_number
+        .as_ref()
+        .map(|s| s.to_bytes())
+        .unwrap_or_default();
+    let req = req.clone();
+    Ok(PreparedCert::new(
+        &serial,
+        req.profile,
+        Box::new(move || {
+            let rcgen_issuer = issuer.classical.issuer_with(RecordingSigner::new)?;
+            let signed = sign_twice(
+                params,
+                rcgen_issuer.key(),
+                |p| p.signed_by(&subject_key, &rcgen_issuer),
+                subject_alt_public_key
+                    .as_ref()
+                    .map(|(level, public)| (*level, public.as_slice())),
+                &issuer.alt_key,
+            )?;
+            verify_alt_signature(&signed.cert_der, issuer.cert_der())?;
+            finish_leaf(&issuer.classical, signed.cert_der, &req, &subject_spki)
+        }),
+    ))
 }
 
 /// The ML-DSA parameter set of the key in `cert_der`'s subjectAltPublicKeyInfo

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use rcgen::string::Ia5String;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     PublicKeyData as _, SanType, SerialNumber,
 };
 use sigil_contracts::types::{CertificateFacts, KeyAlgorithm, Profile, Sans};
@@ -16,6 +16,9 @@ use crate::facts::{certificate_facts, parse_certificate, random_serial, validity
 use crate::key::{SecretKey, classify_spki_der};
 use crate::lint::check_sans;
 use crate::pem;
+use crate::pqcert::KeyUsageBit;
+use crate::prepared::PreparedCert;
+use crate::profile::{self, LeafOptions};
 
 /// Where the subject's public key comes from.
 #[derive(Debug, Clone)]
@@ -67,18 +70,40 @@ pub struct IssuedCert {
 /// After signing it is parsed back, its signature checked against the issuer's key
 /// and its names compared with the request ([`PkiError::Lint`] if anything differs).
 pub fn issue_leaf(issuer: &CaMaterial, req: &LeafRequest) -> Result<IssuedCert, PkiError> {
+    prepare_leaf_cert(issuer, req, &LeafOptions::default())?.sign()
+}
+
+/// [`issue_leaf`] in two steps: every check made before signing (including the
+/// profile's name rules and, for a CSR key, what the CSR asked for) and the serial
+/// now; signing when [`PreparedCert::sign`] is called. `opts` adds the CRL
+/// distribution point and OCSP URLs.
+pub fn prepare_leaf_cert<'a>(
+    issuer: &'a CaMaterial,
+    req: &LeafRequest,
+    opts: &LeafOptions,
+) -> Result<PreparedCert<'a>, PkiError> {
     let PreparedLeaf {
         params,
         subject_key,
         subject_spki,
-    } = prepare_leaf(issuer, req)?;
-
-    // Sign.
-    let rcgen_issuer = issuer.issuer()?;
-    let cert = params
-        .signed_by(&subject_key, &rcgen_issuer)
-        .map_err(|e| PkiError::crypto("signing leaf certificate", e))?;
-    finish_leaf(issuer, cert.der().to_vec(), req, &subject_spki)
+    } = prepare_leaf_with(issuer, req, opts)?;
+    let serial = params
+        .serial_number
+        .as_ref()
+        .map(|s| s.to_bytes())
+        .unwrap_or_default();
+    let req = req.clone();
+    Ok(PreparedCert::new(
+        &serial,
+        req.profile,
+        Box::new(move || {
+            let rcgen_issuer = issuer.issuer()?;
+            let cert = params
+                .signed_by(&subject_key, &rcgen_issuer)
+                .map_err(|e| PkiError::crypto("signing leaf certificate", e))?;
+            finish_leaf(issuer, cert.der().to_vec(), &req, &subject_spki)
+        }),
+    ))
 }
 
 /// A linted leaf, ready to be signed.
@@ -90,9 +115,19 @@ pub(crate) struct PreparedLeaf {
 }
 
 /// Every check [`issue_leaf`] makes before signing, and the parameters it signs.
+#[cfg(test)]
 pub(crate) fn prepare_leaf(
     issuer: &CaMaterial,
     req: &LeafRequest,
+) -> Result<PreparedLeaf, PkiError> {
+    prepare_leaf_with(issuer, req, &LeafOptions::default())
+}
+
+/// [`prepare_leaf`] with the revocation URLs of `opts`.
+pub(crate) fn prepare_leaf_with(
+    issuer: &CaMaterial,
+    req: &LeafRequest,
+    opts: &LeafOptions,
 ) -> Result<PreparedLeaf, PkiError> {
     let (not_before, not_after) = validity(req.not_before, req.not_after)?;
     if req.not_after.timestamp() > issuer.not_after().timestamp() {
@@ -111,7 +146,10 @@ pub(crate) fn prepare_leaf(
     let common_name = leaf_common_name(req)?;
 
     let subject_spki = match &req.key {
-        LeafKey::Csr(csr) => csr.spki_der.clone(),
+        LeafKey::Csr(csr) => {
+            profile::check_csr_request(req.profile, &csr.requested)?;
+            csr.spki_der.clone()
+        }
         LeafKey::Generated(key) => key.key_pair()?.subject_public_key_info(),
     };
     let key_algorithm = classify_spki_der(&subject_spki)?;
@@ -128,6 +166,9 @@ pub(crate) fn prepare_leaf(
     params
         .custom_extensions
         .extend(end_entity_extensions(&subject_spki)?);
+    params
+        .custom_extensions
+        .extend(profile::revocation_custom_extensions(opts)?);
     Ok(PreparedLeaf {
         params,
         subject_key,
@@ -174,8 +215,11 @@ pub(crate) fn finish_leaf(
     })
 }
 
+/// The profile's CN rules ([`profile::leaf_common_name`]), then length and control
+/// characters of the CN.
 fn leaf_common_name(req: &LeafRequest) -> Result<Option<String>, PkiError> {
-    match &req.common_name {
+    let cn = profile::leaf_common_name(req.profile, &req.sans, req.common_name.as_deref())?;
+    match cn {
         Some(cn) => {
             if cn.is_empty() || cn.chars().count() > MAX_COMMON_NAME {
                 return Err(PkiError::Lint(format!(
@@ -187,15 +231,9 @@ fn leaf_common_name(req: &LeafRequest) -> Result<Option<String>, PkiError> {
                     "common name holds control characters".to_owned(),
                 ));
             }
-            Ok(Some(cn.clone()))
+            Ok(Some(cn))
         }
-        // A DNS name too long for a CN is simply not repeated there.
-        None => Ok(req
-            .sans
-            .dns
-            .first()
-            .filter(|d| d.len() <= MAX_COMMON_NAME)
-            .cloned()),
+        None => Ok(None),
     }
 }
 
@@ -223,18 +261,14 @@ fn leaf_params(
     for uri in &req.sans.uri {
         subject_alt_names.push(SanType::URI(ia5(uri)?));
     }
-    let is_rsa = matches!(
-        key_algorithm,
-        KeyAlgorithm::Rsa2048 | KeyAlgorithm::Rsa3072 | KeyAlgorithm::Rsa4096
-    );
-    let mut key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    if is_rsa {
-        key_usages.push(KeyUsagePurpose::KeyEncipherment);
-    }
-    let eku = match req.profile {
-        Profile::TlsServer => ExtendedKeyUsagePurpose::ServerAuth,
-        Profile::TlsClient => ExtendedKeyUsagePurpose::ClientAuth,
-    };
+    let key_usages = profile::key_usage(req.profile, Some(key_algorithm))
+        .into_iter()
+        .map(KeyUsageBit::rcgen)
+        .collect();
+    let ekus = profile::extended_key_usage(req.profile)
+        .into_iter()
+        .map(|oid| ExtendedKeyUsagePurpose::Other(oid.arcs().map(u64::from).collect()))
+        .collect();
 
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name;
@@ -247,7 +281,7 @@ fn leaf_params(
     // refuse. basicConstraints and the SKI are added by `end_entity_extensions`.
     params.is_ca = IsCa::NoCa;
     params.key_usages = key_usages;
-    params.extended_key_usages = vec![eku];
+    params.extended_key_usages = ekus;
     params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
@@ -350,7 +384,8 @@ mod tests {
         std::fs::write(path.join("leaf.pem"), &leaf.cert_pem).unwrap();
         let purpose = match profile {
             Profile::TlsServer => "sslserver",
-            Profile::TlsClient => "sslclient",
+            Profile::TlsClient | Profile::SpiffeX509Svid => "sslclient",
+            Profile::CodeSigning => "any",
         };
         let (ok, text) = openssl(
             path,
@@ -392,6 +427,10 @@ mod tests {
         let eku = match profile {
             Profile::TlsServer => "TLS Web Server Authentication\n",
             Profile::TlsClient => "TLS Web Client Authentication\n",
+            Profile::SpiffeX509Svid => {
+                "TLS Web Server Authentication, TLS Web Client Authentication\n"
+            }
+            Profile::CodeSigning => "Code Signing\n",
         };
         assert!(
             text.contains(&format!(
@@ -607,5 +646,139 @@ mod tests {
         let b = issue_leaf(&inter, &req).unwrap();
         assert_ne!(a.facts.serial, b.facts.serial);
         assert!(a.facts.serial.len() >= 30, "{}", a.facts.serial);
+    }
+
+    fn svid_request(key: LeafKey) -> LeafRequest {
+        LeafRequest {
+            sans: Sans {
+                dns: vec!["web.example.com".to_owned()],
+                uri: vec!["spiffe://example.org/ns/prod/sa/web".to_owned()],
+                ..Sans::default()
+            },
+            ..request(Profile::SpiffeX509Svid, key)
+        }
+    }
+
+    #[test]
+    fn spiffe_svid_has_one_uri_no_cn_and_both_tls_ekus() {
+        let (root, inter) = chain(KeyAlgorithm::EcdsaP256);
+        let req = svid_request(LeafKey::Generated(
+            generate_key(KeyAlgorithm::EcdsaP256).unwrap(),
+        ));
+        let leaf = issue_leaf(&inter, &req).unwrap();
+        assert_eq!(leaf.facts.subject, "");
+        assert_eq!(
+            leaf.facts.sans.uri,
+            vec!["spiffe://example.org/ns/prod/sa/web"]
+        );
+        let text = openssl_check(&root, &inter, &leaf, Profile::SpiffeX509Svid);
+        for needle in [
+            "X509v3 Key Usage: critical\n                Digital Signature\n",
+            "TLS Web Server Authentication, TLS Web Client Authentication",
+            "X509v3 Subject Alternative Name: critical",
+            "URI:spiffe://example.org/ns/prod/sa/web",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        assert!(!text.contains("Subject: CN"), "{text}");
+
+        // Not a SPIFFE ID, two of them, or an explicit CN: refused before signing.
+        let mut bad = req.clone();
+        bad.sans.uri = vec!["spiffe://Example.org/x".to_owned()];
+        assert!(matches!(
+            issue_leaf(&inter, &bad),
+            Err(PkiError::InvalidSan(_))
+        ));
+        bad.sans.uri = vec!["spiffe://a/x".to_owned(), "spiffe://a/y".to_owned()];
+        assert!(matches!(
+            issue_leaf(&inter, &bad),
+            Err(PkiError::InvalidSan(_))
+        ));
+        let mut bad = req;
+        bad.common_name = Some("web".to_owned());
+        assert!(matches!(issue_leaf(&inter, &bad), Err(PkiError::Lint(_))));
+    }
+
+    #[test]
+    fn code_signing_has_only_code_signing_eku() {
+        let (root, inter) = chain(KeyAlgorithm::EcdsaP256);
+        let (pem, _) = openssl_csr(&["-newkey", "rsa:2048"], "DNS:signer.example");
+        let req = request(Profile::CodeSigning, LeafKey::Csr(parse_csr(&pem).unwrap()));
+        let leaf = issue_leaf(&inter, &req).unwrap();
+        let text = openssl_check(&root, &inter, &leaf, Profile::CodeSigning);
+        assert!(
+            text.contains("X509v3 Extended Key Usage: \n                Code Signing\n"),
+            "{text}"
+        );
+        // RSA keys get no keyEncipherment under code-signing.
+        assert!(
+            text.contains("X509v3 Key Usage: critical\n                Digital Signature\n"),
+            "{text}"
+        );
+        assert!(!text.contains("TLS Web Server"), "{text}");
+    }
+
+    #[test]
+    fn revocation_urls_are_written_when_given() {
+        let (root, inter) = chain(KeyAlgorithm::EcdsaP256);
+        let opts = LeafOptions {
+            crl_url: Some("http://sigil.example/crl/ca-1.crl".to_owned()),
+            ocsp_url: Some("http://sigil.example/ocsp".to_owned()),
+        };
+        let req = request(
+            Profile::TlsServer,
+            LeafKey::Generated(generate_key(KeyAlgorithm::Ed25519).unwrap()),
+        );
+        let prepared = prepare_leaf_cert(&inter, &req, &opts).unwrap();
+        let serial = prepared.serial().to_owned();
+        let leaf = prepared.sign().unwrap();
+        assert_eq!(leaf.facts.serial, serial);
+        let text = openssl_check(&root, &inter, &leaf, Profile::TlsServer);
+        assert!(
+            text.contains("X509v3 CRL Distribution Points: \n                Full Name:\n                  URI:http://sigil.example/crl/ca-1.crl"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Authority Information Access: \n                OCSP - URI:http://sigil.example/ocsp"),
+            "{text}"
+        );
+        let bad = LeafOptions {
+            crl_url: Some("ldap://x/y".to_owned()),
+            ocsp_url: None,
+        };
+        assert!(matches!(
+            prepare_leaf_cert(&inter, &req, &bad),
+            Err(PkiError::Lint(_))
+        ));
+    }
+
+    #[test]
+    fn csr_asking_beyond_the_profile_is_refused_before_signing() {
+        let (_, inter) = chain(KeyAlgorithm::EcdsaP256);
+        let key = generate_key(KeyAlgorithm::EcdsaP256).unwrap();
+        let csr = parse_csr(&rcgen_csr(&key, &["svc.example.com"], |p| {
+            p.key_usages = vec![
+                rcgen::KeyUsagePurpose::DigitalSignature,
+                rcgen::KeyUsagePurpose::KeyCertSign,
+            ];
+        }))
+        .unwrap();
+        assert_eq!(
+            csr.requested.key_usage,
+            vec!["digitalSignature", "keyCertSign"]
+        );
+        let req = request(Profile::TlsServer, LeafKey::Csr(csr));
+        assert!(
+            matches!(issue_leaf(&inter, &req), Err(PkiError::BadCsr(m)) if m.contains("keyCertSign"))
+        );
+        let csr = parse_csr(&rcgen_csr(&key, &["svc.example.com"], |p| {
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        }))
+        .unwrap();
+        let req = request(Profile::TlsServer, LeafKey::Csr(csr.clone()));
+        assert!(
+            matches!(issue_leaf(&inter, &req), Err(PkiError::BadCsr(m)) if m.contains("codeSigning"))
+        );
+        assert!(issue_leaf(&inter, &request(Profile::CodeSigning, LeafKey::Csr(csr))).is_ok());
     }
 }

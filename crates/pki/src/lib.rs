@@ -27,6 +27,8 @@ mod lint;
 pub mod mldsa;
 pub mod pem;
 pub mod pqcert;
+mod prepared;
+pub mod profile;
 pub mod verify;
 
 pub use ca::{
@@ -36,20 +38,24 @@ pub use ca::{
 pub use composite::{
     CompositeAlg, CompositeCaMaterial, CompositeKeyPair, CompositeLeafRequest,
     create_composite_intermediate, create_composite_root, issue_composite_leaf,
+    prepare_composite_leaf,
 };
 pub use csr::{MAX_CSR_BYTES, ParsedCsr, parse_csr};
 pub use error::PkiError;
 pub use facts::{certificate_facts, random_serial};
 pub use hybrid::{
     HybridCaMaterial, create_hybrid_intermediate, create_hybrid_root, issue_hybrid_leaf,
+    prepare_hybrid_leaf,
 };
 pub use kek::Kek;
 pub use key::{SecretKey, generate_key};
-pub use leaf::{IssuedCert, LeafKey, LeafRequest, issue_leaf};
+pub use leaf::{IssuedCert, LeafKey, LeafRequest, issue_leaf, prepare_leaf_cert};
 pub use pqcert::{
     CertIssuer, CertSigner, CertTemplate, MlDsaLeafRequest, PqCaMaterial, build_certificate,
-    create_mldsa_intermediate, create_mldsa_root, issue_mldsa_leaf,
+    create_mldsa_intermediate, create_mldsa_root, issue_mldsa_leaf, prepare_mldsa_leaf,
 };
+pub use prepared::PreparedCert;
+pub use profile::{LeafOptions, RequestedExtensions};
 pub use verify::{SignatureCheck, SignatureKind, VerifyReport, verify_chain};
 
 #[cfg(test)]

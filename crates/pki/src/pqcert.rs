@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use const_oid::ObjectIdentifier;
-use const_oid::db::rfc5280::{ID_KP_CLIENT_AUTH, ID_KP_SERVER_AUTH};
 use der::asn1::{BitString, Ia5String, OctetString, Utf8StringRef};
 use der::{Decode as _, Encode as _};
 use sigil_contracts::types::{Profile, Sans};
@@ -51,6 +50,8 @@ use crate::leaf::IssuedCert;
 use crate::lint::check_sans;
 use crate::mldsa::{MlDsaKeyPair, MlDsaLevel};
 use crate::pem;
+use crate::prepared::PreparedCert;
+use crate::profile::LeafOptions;
 
 /// Something that can sign a certificate: the issuer's key.
 pub trait CertSigner {
@@ -159,6 +160,20 @@ impl KeyUsageBit {
         }
     }
 
+    /// The same bit for rcgen (classical and hybrid leaves).
+    pub(crate) fn rcgen(self) -> rcgen::KeyUsagePurpose {
+        use rcgen::KeyUsagePurpose as K;
+        match self {
+            KeyUsageBit::DigitalSignature => K::DigitalSignature,
+            KeyUsageBit::NonRepudiation => K::ContentCommitment,
+            KeyUsageBit::KeyEncipherment => K::KeyEncipherment,
+            KeyUsageBit::DataEncipherment => K::DataEncipherment,
+            KeyUsageBit::KeyAgreement => K::KeyAgreement,
+            KeyUsageBit::KeyCertSign => K::KeyCertSign,
+            KeyUsageBit::CrlSign => K::CrlSign,
+        }
+    }
+
     /// Bits a signature-only key (ML-DSA, composite) must never carry.
     pub fn is_encipherment_or_agreement(self) -> bool {
         matches!(
@@ -218,7 +233,8 @@ impl CertTemplate {
         }
     }
 
-    /// A leaf template with a random serial, digitalSignature and the profile's EKU.
+    /// A leaf template with a random serial and the profile's keyUsage (for a
+    /// signature-only key: digitalSignature) and EKU ([`crate::profile`]).
     pub fn leaf(
         profile: Profile,
         sans: Sans,
@@ -226,10 +242,6 @@ impl CertTemplate {
         not_before: DateTime<Utc>,
         not_after: DateTime<Utc>,
     ) -> CertTemplate {
-        let eku = match profile {
-            Profile::TlsServer => ID_KP_SERVER_AUTH,
-            Profile::TlsClient => ID_KP_CLIENT_AUTH,
-        };
         CertTemplate {
             common_name,
             sans,
@@ -237,8 +249,8 @@ impl CertTemplate {
             not_before,
             not_after,
             kind: CertKind::Leaf { profile },
-            key_usage: vec![KeyUsageBit::DigitalSignature],
-            extended_key_usage: vec![eku],
+            key_usage: crate::profile::key_usage(profile, None),
+            extended_key_usage: crate::profile::extended_key_usage(profile),
             extra_extensions: Vec::new(),
         }
     }
@@ -281,6 +293,29 @@ pub fn build_certificate(
     issuer: CertIssuer<'_>,
     signer: &dyn CertSigner,
 ) -> Result<Vec<u8>, PkiError> {
+    let linted = lint_certificate(template, subject_spki, issuer, signer)?;
+    sign_certificate(linted, signer)
+}
+
+/// What [`lint_certificate`] checked, ready for [`sign_certificate`].
+pub(crate) struct LintedCert {
+    serial: Vec<u8>,
+    subject: Name,
+    issuer_name: Name,
+    validity: Validity,
+    extensions: Vec<Extension>,
+    subject_spki: SubjectPublicKeyInfoOwned,
+    signer_spki: SubjectPublicKeyInfoOwned,
+    issuer_spki_der: Vec<u8>,
+}
+
+/// Every check [`build_certificate`] makes before signing.
+pub(crate) fn lint_certificate(
+    template: &CertTemplate,
+    subject_spki: &SubjectPublicKeyInfoOwned,
+    issuer: CertIssuer<'_>,
+    signer: &dyn CertSigner,
+) -> Result<LintedCert, PkiError> {
     // Prepare and lint.
     let validity = x509_validity(template.not_before, template.not_after)?;
     let subject = subject_name(template.common_name.as_deref())?;
@@ -336,9 +371,38 @@ pub fn build_certificate(
         )));
     }
 
-    // Build and sign.
-    let serial = SerialNumber::new(&template.serial)
+    let _checked: SerialNumber = SerialNumber::new(&template.serial)
         .map_err(|e| PkiError::Lint(format!("serial number: {e}")))?;
+    Ok(LintedCert {
+        serial: template.serial.clone(),
+        subject,
+        issuer_name,
+        validity,
+        extensions,
+        subject_spki: subject_spki.clone(),
+        signer_spki,
+        issuer_spki_der,
+    })
+}
+
+/// Builds, signs and validates a certificate [`lint_certificate`] passed.
+pub(crate) fn sign_certificate(
+    linted: LintedCert,
+    signer: &dyn CertSigner,
+) -> Result<Vec<u8>, PkiError> {
+    let LintedCert {
+        serial,
+        subject,
+        issuer_name,
+        validity,
+        extensions,
+        subject_spki,
+        signer_spki,
+        issuer_spki_der,
+    } = linted;
+    // Build and sign.
+    let serial =
+        SerialNumber::new(&serial).map_err(|e| PkiError::Lint(format!("serial number: {e}")))?;
     let profile = TemplateProfile {
         subject,
         issuer: issuer_name,
@@ -348,7 +412,7 @@ pub fn build_certificate(
         algorithm: signer.algorithm(),
         spki: signer_spki,
     };
-    let mut builder = CertificateBuilder::new(profile, serial, validity, subject_spki.clone())
+    let mut builder = CertificateBuilder::new(profile, serial, validity, subject_spki)
         .map_err(|e| PkiError::Encoding(format!("certificate builder: {e}")))?;
     let tbs_der = builder
         .finalize(&adapter)
@@ -545,45 +609,70 @@ pub fn issue_mldsa_leaf(
     issuer: &PqCaMaterial,
     req: &MlDsaLeafRequest,
 ) -> Result<IssuedCert, PkiError> {
-    if req.sans.is_empty() {
-        return Err(PkiError::InvalidSan(
-            "at least one SAN is required".to_owned(),
-        ));
-    }
-    let common_name = match &req.common_name {
-        Some(cn) => Some(cn.clone()),
-        None => req
-            .sans
-            .dns
-            .first()
-            .filter(|d| d.len() <= MAX_COMMON_NAME)
-            .cloned(),
-    };
+    prepare_mldsa_leaf(issuer, req, &LeafOptions::default())?.sign()
+}
+
+/// [`issue_mldsa_leaf`] in two steps: every check before signing now (including the
+/// profile's name rules), signing on [`PreparedCert::sign`]. `opts` adds the CRL
+/// distribution point and OCSP URLs.
+pub fn prepare_mldsa_leaf<'a>(
+    issuer: &'a PqCaMaterial,
+    req: &MlDsaLeafRequest,
+    opts: &LeafOptions,
+) -> Result<PreparedCert<'a>, PkiError> {
     let spki = mldsa_spki(req.level, &req.public_key)?;
-    let template = CertTemplate::leaf(
+    prepare_template_leaf(
         req.profile,
-        req.sans.clone(),
-        common_name,
-        req.not_before,
-        req.not_after,
-    );
-    let cert_der = build_certificate(
-        &template,
+        &req.sans,
+        req.common_name.as_deref(),
+        (req.not_before, req.not_after),
         &spki,
-        CertIssuer::Cert(&issuer.cert_der),
+        &issuer.cert_der,
         &issuer.key,
-    )?;
-    let facts = certificate_facts(&cert_der, req.profile)?;
-    if facts.sans != req.sans {
-        return Err(PkiError::Lint(
-            "issued certificate carries different SANs than requested".to_owned(),
-        ));
-    }
-    Ok(IssuedCert {
-        cert_pem: pem::encode("CERTIFICATE", &cert_der),
-        cert_der,
-        facts,
-    })
+        opts,
+    )
+}
+
+/// The shared prepare step of ML-DSA and composite leaves: profile name rules,
+/// template with the revocation extensions, [`lint_certificate`]; the returned
+/// [`PreparedCert`] signs, then checks the SANs read back.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare_template_leaf<'a>(
+    profile: Profile,
+    sans: &Sans,
+    common_name: Option<&str>,
+    (not_before, not_after): (DateTime<Utc>, DateTime<Utc>),
+    spki: &SubjectPublicKeyInfoOwned,
+    issuer_der: &'a [u8],
+    signer: &'a (dyn CertSigner + Sync),
+    opts: &LeafOptions,
+) -> Result<PreparedCert<'a>, PkiError> {
+    let common_name = crate::profile::leaf_common_name(profile, sans, common_name)?;
+    let mut template =
+        CertTemplate::leaf(profile, sans.clone(), common_name, not_before, not_after);
+    template
+        .extra_extensions
+        .extend(crate::profile::revocation_extensions(opts)?);
+    let linted = lint_certificate(&template, spki, CertIssuer::Cert(issuer_der), signer)?;
+    let sans = sans.clone();
+    Ok(PreparedCert::new(
+        &template.serial,
+        profile,
+        Box::new(move || {
+            let cert_der = sign_certificate(linted, signer)?;
+            let facts = certificate_facts(&cert_der, profile)?;
+            if facts.sans != sans {
+                return Err(PkiError::Lint(
+                    "issued certificate carries different SANs than requested".to_owned(),
+                ));
+            }
+            Ok(IssuedCert {
+                cert_pem: pem::encode("CERTIFICATE", &cert_der),
+                cert_der,
+                facts,
+            })
+        }),
+    ))
 }
 
 /// Reads an RFC 9881 ML-DSA private key (PKCS#8 / RFC 5958 OneAsymmetricKey whose

@@ -14,7 +14,22 @@
 //!
 //! `sigil.issuer.v1.ca_init` ([`create`] with `retire`) creates a new pair of a chosen kind; with
 //! `force` the active pair is retired in the same transaction. That is a replacement,
-//! not a staged rotation (current/next slots come later).
+//! not a staged rotation.
+//!
+//! **Slots** (migration m0004; SPIRE's current/next): each row has a `state`. The
+//! intermediate that signs is `current` (and `active`, which the unique index keeps
+//! single); [`prepare`] creates a `next` intermediate under the current root (same kind
+//! and algorithms) that is already in the trust bundle but does not sign; [`activate`]
+//! makes it `current` and the old one `retired`, with `retire_until` = the latest
+//! notAfter of the leaves it issued (its own notAfter when it issued none): it is kept
+//! for CRL signing and in the trust bundle until then. A retired root stays as long as
+//! any of its intermediates (`parent_id`). Every slot change bumps the trust-bundle
+//! version in the one-row `issuer_ca_bundle` table *first* in its transaction (that
+//! row lock serializes slot changes across replicas) and enqueues `ca.bundle_changed`
+//! with the new [`TrustBundle`] in the outbox in the same transaction.
+//!
+//! Known gap: an issuance already signing with the old intermediate when [`activate`]
+//! commits is recorded after `retire_until` was computed and is not counted in it.
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
@@ -22,8 +37,11 @@ use sea_orm::{
     ActiveModelTrait as _, ColumnTrait as _, ConnectionTrait, DatabaseConnection, DbErr,
     EntityTrait as _, QueryFilter as _, QueryOrder as _, Set, SqlErr, TransactionTrait as _,
 };
-use sigil_contracts::issuer::{CaInfo, CaRole};
+use sigil_contracts::event::{CaBundleChanged, source_for};
+use sigil_contracts::issuer::{BundleChangeReason, CaInfo, CaRole, CaState, TrustBundle};
+use sigil_contracts::subjects::Service;
 use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile};
+use sigil_contracts::{CloudEvent, EventData as _};
 use sigil_pki::mldsa::MlDsaLevel;
 use sigil_pki::{
     CaMaterial, CompositeAlg, CompositeCaMaterial, HybridCaMaterial, PkiError, PqCaMaterial,
@@ -71,6 +89,12 @@ pub mod entity {
         /// `classical`, `hybrid`, `composite` or `mldsa` (migration m0003; older rows
         /// are `classical`).
         pub kind: String,
+        /// `current`, `next` or `retired` (migration m0004).
+        pub state: String,
+        /// Retired rows: kept (CRL signing, trust bundle) until then.
+        pub retire_until: Option<ChronoDateTimeUtc>,
+        /// Intermediates: the root that signed them.
+        pub parent_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -501,16 +525,19 @@ pub(crate) async fn create(
     let kind = spec.kind();
 
     let txn = db.begin().await?;
+    // First statement: the bundle row's lock serializes slot changes.
+    let version = bump_version(&txn).await?;
     if retire {
-        entity::Entity::update_many()
-            .col_expr(entity::Column::Active, Expr::value(Option::<bool>::None))
-            .filter(entity::Column::Active.eq(true))
-            .exec(&txn)
-            .await?;
+        retire_all(&txn, now).await?;
     }
-    for (id, role, ca) in [
-        (&root_id, ROLE_ROOT, &root),
-        (&intermediate_id, ROLE_INTERMEDIATE, &intermediate),
+    for (id, role, ca, parent) in [
+        (&root_id, ROLE_ROOT, &root, None),
+        (
+            &intermediate_id,
+            ROLE_INTERMEDIATE,
+            &intermediate,
+            Some(root_id.as_str()),
+        ),
     ] {
         let material = ca.key_material().map_err(pki)?;
         let sealed_key = keys.store(id, &material).map_err(|e| {
@@ -519,8 +546,19 @@ pub(crate) async fn create(
                 reason: e.to_string(),
             })
         })?;
-        insert_row(&txn, id, role, kind, ca.cert_pem(), sealed_key, now).await?;
+        let row = NewRow {
+            id,
+            role,
+            kind,
+            cert_pem: ca.cert_pem(),
+            state: CaState::Current,
+            parent_id: parent,
+        };
+        insert_row(&txn, row, sealed_key, now).await?;
     }
+    announce(&txn, version, BundleChangeReason::Init, now)
+        .await
+        .map_err(CreateError::Other)?;
     txn.commit().await?;
     Ok(CaSet {
         kind,
@@ -531,23 +569,33 @@ pub(crate) async fn create(
     })
 }
 
+/// A CA row to insert.
+struct NewRow<'a> {
+    id: &'a str,
+    role: &'a str,
+    kind: CaKind,
+    cert_pem: &'a str,
+    state: CaState,
+    parent_id: Option<&'a str>,
+}
+
 async fn insert_row(
     txn: &impl ConnectionTrait,
-    id: &str,
-    role: &str,
-    kind: CaKind,
-    cert_pem: &str,
+    row: NewRow<'_>,
     sealed_key: Vec<u8>,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     entity::ActiveModel {
-        id: Set(id.to_owned()),
-        role: Set(role.to_owned()),
-        active: Set(Some(true)),
-        cert_pem: Set(cert_pem.to_owned()),
+        id: Set(row.id.to_owned()),
+        role: Set(row.role.to_owned()),
+        active: Set((row.state == CaState::Current).then_some(true)),
+        cert_pem: Set(row.cert_pem.to_owned()),
         sealed_key: Set(sealed_key),
         created_at: Set(now),
-        kind: Set(kind.as_str().to_owned()),
+        kind: Set(row.kind.as_str().to_owned()),
+        state: Set(row.state.as_str().to_owned()),
+        retire_until: Set(None),
+        parent_id: Set(row.parent_id.map(str::to_owned)),
     }
     .insert(txn)
     .await
@@ -594,7 +642,371 @@ pub(crate) fn describe(row: &entity::Model) -> Result<CaInfo, Error> {
         not_after: facts.not_after,
         active: row.active == Some(true),
         certificate_pem: row.cert_pem.clone(),
+        state: Some(row_state(row)?),
+        retire_until: row.retire_until,
     })
+}
+
+fn row_state(row: &entity::Model) -> Result<CaState, Error> {
+    CaState::from_name(&row.state)
+        .ok_or_else(|| Error::CaState(format!("CA {} has unknown state {:?}", row.id, row.state)))
+}
+
+fn has_state(row: &entity::Model, role: &str, state: CaState) -> bool {
+    row.role == role && row.state == state.as_str()
+}
+
+const BUNDLE_TABLE: &str = "issuer_ca_bundle";
+
+/// Bump the trust-bundle version and return the new one. Run it first in a slot
+/// change's transaction: the row lock serializes slot changes.
+async fn bump_version(txn: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    use sea_orm::sea_query::{Alias, Query};
+    let backend = txn.get_database_backend();
+    let (t, id, version) = (
+        Alias::new(BUNDLE_TABLE),
+        Alias::new("id"),
+        Alias::new("version"),
+    );
+    let updated = txn
+        .execute(
+            backend.build(
+                Query::update()
+                    .table(t.clone())
+                    .value(
+                        version.clone(),
+                        Expr::col(version.clone()).add(Expr::value(1i64)),
+                    )
+                    .and_where(Expr::col(id.clone()).eq(1i32)),
+            ),
+        )
+        .await?;
+    if updated.rows_affected() == 0 {
+        let mut insert = Query::insert();
+        insert
+            .into_table(t)
+            .columns([id, version])
+            .values([1i32.into(), 1i64.into()])
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        txn.execute(backend.build(&insert)).await?;
+    }
+    read_version(txn).await
+}
+
+/// The current trust-bundle version (0 before the first hierarchy).
+pub(crate) async fn read_version(conn: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    use sea_orm::sea_query::{Alias, Query};
+    let backend = conn.get_database_backend();
+    let row = conn
+        .query_one(
+            backend.build(
+                Query::select()
+                    .column(Alias::new("version"))
+                    .from(Alias::new(BUNDLE_TABLE))
+                    .and_where(Expr::col(Alias::new("id")).eq(1i32)),
+            ),
+        )
+        .await?;
+    match row {
+        None => Ok(0),
+        Some(row) => Ok(u64::try_from(row.try_get::<i64>("", "version")?).unwrap_or(0)),
+    }
+}
+
+/// notAfter of a CA certificate.
+pub(crate) fn cert_not_after(cert_pem: &str) -> Result<DateTime<Utc>, DbErr> {
+    let der = sigil_pki::pem::decode(cert_pem, &["CERTIFICATE"]).map_err(DbErr::Custom)?;
+    sigil_pki::certificate_facts(&der, Profile::TlsServer)
+        .map(|f| f.not_after)
+        .map_err(|e| DbErr::Custom(format!("CA certificate does not parse: {e}")))
+}
+
+/// How long a CA that stops signing must be kept: the latest notAfter of the leaves
+/// it issued (from `issuer_issuance`), or its own notAfter when it issued none.
+pub(crate) async fn retire_until(
+    conn: &impl ConnectionTrait,
+    ca_id: &str,
+    cert_pem: &str,
+) -> Result<DateTime<Utc>, DbErr> {
+    use sea_orm::sea_query::{Alias, Query};
+    let backend = conn.get_database_backend();
+    let rows = conn
+        .query_all(
+            backend.build(
+                Query::select()
+                    .column(Alias::new("facts"))
+                    .from(Alias::new("issuer_issuance"))
+                    .and_where(Expr::col(Alias::new("issuer_ca_id")).eq(ca_id)),
+            ),
+        )
+        .await?;
+    let mut latest: Option<DateTime<Utc>> = None;
+    for row in rows {
+        let facts: serde_json::Value = row.try_get("", "facts")?;
+        let not_after: DateTime<Utc> = serde_json::from_value(facts["not_after"].clone())
+            .map_err(|e| DbErr::Custom(format!("issuance facts of CA {ca_id}: {e}")))?;
+        latest = Some(latest.map_or(not_after, |l| l.max(not_after)));
+    }
+    match latest {
+        Some(latest) => Ok(latest),
+        None => cert_not_after(cert_pem),
+    }
+}
+
+/// Retire every current and next CA (ca_init with force): intermediates until their
+/// last leaf expires, roots until the last of their intermediates is retired.
+async fn retire_all(txn: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<(), DbErr> {
+    let rows = entity::Entity::find().all(txn).await?;
+    let live = |r: &&entity::Model| {
+        r.state == CaState::Current.as_str() || r.state == CaState::Next.as_str()
+    };
+    let mut until_of = std::collections::HashMap::new();
+    for row in rows
+        .iter()
+        .filter(live)
+        .filter(|r| r.role == ROLE_INTERMEDIATE)
+    {
+        let until = retire_until(txn, &row.id, &row.cert_pem).await?;
+        set_retired(txn, &row.id, until).await?;
+        until_of.insert(row.id.clone(), until);
+    }
+    for root in rows.iter().filter(live).filter(|r| r.role == ROLE_ROOT) {
+        let children = rows
+            .iter()
+            .filter(|r| r.parent_id.as_deref() == Some(root.id.as_str()))
+            .map(|r| until_of.get(&r.id).copied().or(r.retire_until));
+        let until = match children.flatten().max() {
+            Some(until) => until,
+            None => cert_not_after(&root.cert_pem)?,
+        };
+        set_retired(txn, &root.id, until).await?;
+    }
+    tracing::debug!(%now, retired = until_of.len(), "retired the live CA rows");
+    Ok(())
+}
+
+async fn set_retired(
+    txn: &impl ConnectionTrait,
+    id: &str,
+    until: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    entity::Entity::update_many()
+        .col_expr(entity::Column::Active, Expr::value(Option::<bool>::None))
+        .col_expr(
+            entity::Column::State,
+            Expr::value(CaState::Retired.as_str()),
+        )
+        .col_expr(entity::Column::RetireUntil, Expr::value(Some(until)))
+        .filter(entity::Column::Id.eq(id))
+        .exec(txn)
+        .await
+        .map(|_| ())
+}
+
+/// What relying parties should trust at `now`: current and next CAs, retired ones
+/// whose `retire_until` has not passed, and the roots of every intermediate listed.
+pub(crate) async fn bundle(
+    conn: &impl ConnectionTrait,
+    version: u64,
+    now: DateTime<Utc>,
+) -> Result<TrustBundle, Error> {
+    let rows = entity::Entity::find()
+        .order_by_desc(entity::Column::CreatedAt)
+        .order_by_asc(entity::Column::Id)
+        .all(conn)
+        .await?;
+    let current = rows
+        .iter()
+        .find(|r| has_state(r, ROLE_INTERMEDIATE, CaState::Current))
+        .ok_or_else(|| Error::CaState("no current intermediate CA".to_owned()))?;
+    let kept = |r: &entity::Model| r.retire_until.is_some_and(|until| until > now);
+    let by_state = |role: &'static str, state: CaState| {
+        rows.iter()
+            .filter(move |r| has_state(r, role, state))
+            .filter(move |r| state != CaState::Retired || kept(r))
+    };
+    let intermediates: Vec<&entity::Model> = by_state(ROLE_INTERMEDIATE, CaState::Current)
+        .chain(by_state(ROLE_INTERMEDIATE, CaState::Next))
+        .chain(by_state(ROLE_INTERMEDIATE, CaState::Retired))
+        .collect();
+    let mut roots: Vec<&entity::Model> = by_state(ROLE_ROOT, CaState::Current)
+        .chain(by_state(ROLE_ROOT, CaState::Retired))
+        .collect();
+    for parent in intermediates.iter().filter_map(|i| i.parent_id.as_deref()) {
+        if !roots.iter().any(|r| r.id == parent)
+            && let Some(root) = rows.iter().find(|r| r.id == parent)
+        {
+            roots.push(root);
+        }
+    }
+    Ok(TrustBundle {
+        version,
+        kind: row_kind(current)?,
+        roots: roots.iter().map(|r| r.cert_pem.clone()).collect(),
+        intermediates: intermediates.iter().map(|r| r.cert_pem.clone()).collect(),
+    })
+}
+
+/// Enqueue `ca.bundle_changed` with the bundle as of this transaction.
+async fn announce(
+    txn: &impl ConnectionTrait,
+    version: u64,
+    reason: BundleChangeReason,
+    now: DateTime<Utc>,
+) -> Result<TrustBundle, Error> {
+    let bundle = bundle(txn, version, now).await?;
+    let event = CloudEvent::new(
+        &source_for(Service::Issuer),
+        CaBundleChanged {
+            reason,
+            bundle: bundle.clone(),
+        },
+        now,
+        sigil_telemetry::current_traceparent(),
+    );
+    sigil_store::outbox::enqueue(txn, &event).await?;
+    tracing::info!(
+        version,
+        reason = ?reason,
+        subject = %event.data.subject(),
+        intermediates = bundle.intermediates.len(),
+        roots = bundle.roots.len(),
+        "trust bundle changed"
+    );
+    Ok(bundle)
+}
+
+/// Why a rotation step did not happen.
+#[derive(Debug)]
+pub(crate) enum RotateError {
+    /// The slots are not in the state the step needs.
+    Conflict(String),
+    Other(Error),
+}
+
+impl From<Error> for RotateError {
+    fn from(e: Error) -> Self {
+        RotateError::Other(e)
+    }
+}
+
+impl From<DbErr> for RotateError {
+    fn from(e: DbErr) -> Self {
+        RotateError::Other(Error::Database(e))
+    }
+}
+
+impl From<PkiError> for RotateError {
+    fn from(e: PkiError) -> Self {
+        RotateError::Other(Error::Pki(e))
+    }
+}
+
+/// Prepare: create the next intermediate under the current root, of the current
+/// intermediate's kind and algorithms, and publish the bundle holding both.
+pub(crate) async fn prepare(
+    db: &DatabaseConnection,
+    keys: &dyn KeyManager,
+    name_prefix: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, TrustBundle), RotateError> {
+    let txn = db.begin().await?;
+    let version = bump_version(&txn).await?;
+    let rows = entity::Entity::find().all(&txn).await?;
+    if let Some(next) = rows
+        .iter()
+        .find(|r| has_state(r, ROLE_INTERMEDIATE, CaState::Next))
+    {
+        return Err(RotateError::Conflict(format!(
+            "intermediate {} is already prepared as next; activate it before preparing another",
+            next.id
+        )));
+    }
+    let current = rows
+        .iter()
+        .find(|r| has_state(r, ROLE_INTERMEDIATE, CaState::Current))
+        .ok_or_else(|| Error::CaState("no current intermediate CA".to_owned()))?;
+    let root = current
+        .parent_id
+        .as_deref()
+        .and_then(|p| rows.iter().find(|r| r.id == p))
+        .or_else(|| {
+            rows.iter()
+                .find(|r| has_state(r, ROLE_ROOT, CaState::Current))
+        })
+        .ok_or_else(|| Error::CaState("no root for the current intermediate".to_owned()))?;
+    let kind = row_kind(current)?;
+    let info = describe(current)?;
+    let spec = CaSpec::parse(kind, Some(&info.algorithms.join("+"))).map_err(Error::CaState)?;
+    let signer = unseal(keys, root, row_kind(root)?)?;
+    let not_before = now - Duration::minutes(CA_BACKDATE_MINUTES);
+    let not_after = (now + Duration::days(INTERMEDIATE_LIFETIME_DAYS)).min(signer.not_after());
+    let next = spec.create_intermediate(
+        &signer,
+        &format!("{name_prefix} Intermediate CA"),
+        not_before,
+        not_after,
+    )?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let sealed_key = keys
+        .store(&id, &next.key_material()?)
+        .map_err(|e| Error::CaKey {
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
+    let row = NewRow {
+        id: &id,
+        role: ROLE_INTERMEDIATE,
+        kind,
+        cert_pem: next.cert_pem(),
+        state: CaState::Next,
+        parent_id: Some(&root.id),
+    };
+    insert_row(&txn, row, sealed_key, now).await?;
+    let bundle = announce(&txn, version, BundleChangeReason::Prepare, now).await?;
+    txn.commit().await?;
+    tracing::info!(next = %id, %kind, "prepared the next intermediate CA");
+    Ok((id, bundle))
+}
+
+/// Activate: the next intermediate becomes current, the current one is retired until
+/// its last leaf expires; publishes the bundle. Returns the retired intermediate's id.
+pub(crate) async fn activate(
+    db: &DatabaseConnection,
+    now: DateTime<Utc>,
+) -> Result<(Option<String>, TrustBundle), RotateError> {
+    let txn = db.begin().await?;
+    let version = bump_version(&txn).await?;
+    let rows = entity::Entity::find().all(&txn).await?;
+    let next = rows
+        .iter()
+        .find(|r| has_state(r, ROLE_INTERMEDIATE, CaState::Next))
+        .ok_or_else(|| {
+            RotateError::Conflict(
+                "no next intermediate is prepared; run the prepare step first".to_owned(),
+            )
+        })?;
+    let current = rows
+        .iter()
+        .find(|r| has_state(r, ROLE_INTERMEDIATE, CaState::Current));
+    if let Some(current) = current {
+        let until = retire_until(&txn, &current.id, &current.cert_pem).await?;
+        set_retired(&txn, &current.id, until).await?;
+    }
+    entity::Entity::update_many()
+        .col_expr(entity::Column::Active, Expr::value(Some(true)))
+        .col_expr(
+            entity::Column::State,
+            Expr::value(CaState::Current.as_str()),
+        )
+        .filter(entity::Column::Id.eq(next.id.as_str()))
+        .exec(&txn)
+        .await?;
+    let bundle = announce(&txn, version, BundleChangeReason::Activate, now).await?;
+    txn.commit().await?;
+    let retired = current.map(|c| c.id.clone());
+    tracing::warn!(current = %next.id, retired = ?retired, "activated the next intermediate CA");
+    Ok((retired, bundle))
 }
 
 #[cfg(test)]
@@ -718,6 +1130,62 @@ mod tests {
                 (CaKind::Mldsa, vec!["ML-DSA-65".to_owned()]),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn slots_migration_maps_active_to_current_and_retires_the_rest() {
+        use sea_orm_migration::MigratorTrait as _;
+        let (_dir, db) = db().await;
+        let keys = SealedKeys::new(Kek::generate());
+        let now = Utc::now();
+        let first = create(&db, &keys, SPEC, "T", now, false)
+            .await
+            .ok()
+            .unwrap();
+        let second = create(&db, &keys, SPEC, "T", now + Duration::seconds(1), true)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(read_version(&db).await.unwrap(), 2);
+        // Back to the schema before slots, then forward again: the backfill runs on
+        // rows that exist.
+        let all = crate::Migrator::migrations();
+        let slots = all
+            .iter()
+            .position(|m| m.name() == "m0004_issuer_ca_slots")
+            .unwrap();
+        let steps = u32::try_from(all.len() - slots).unwrap();
+        crate::Migrator::down(&db, Some(steps)).await.unwrap();
+        crate::Migrator::up(&db, None).await.unwrap();
+        let listed = list(&db).await.unwrap();
+        let state = |id: &str| {
+            let c = listed.iter().find(|c| c.id == id).unwrap();
+            (c.state, c.retire_until.is_some())
+        };
+        assert_eq!(state(&first.root_id), (Some(CaState::Retired), true));
+        assert_eq!(
+            state(&first.intermediate_id),
+            (Some(CaState::Retired), true)
+        );
+        assert_eq!(state(&second.root_id), (Some(CaState::Current), false));
+        assert_eq!(
+            state(&second.intermediate_id),
+            (Some(CaState::Current), false)
+        );
+        // No leaves: the retired intermediate is kept until its own notAfter.
+        let old = listed
+            .iter()
+            .find(|c| c.id == first.intermediate_id)
+            .unwrap();
+        assert_eq!(old.retire_until, Some(old.not_after));
+        let bundle = bundle(&db, read_version(&db).await.unwrap(), now)
+            .await
+            .unwrap();
+        assert_eq!(bundle.version, 1);
+        assert_eq!(bundle.intermediates.len(), 2);
+        assert_eq!(bundle.roots.len(), 2);
+        assert_eq!(bundle.intermediates[0], second.intermediate.cert_pem());
+        assert_eq!(bundle.roots[0], second.root.cert_pem());
     }
 
     #[test]

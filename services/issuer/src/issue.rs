@@ -10,23 +10,30 @@
 //!    (the possibly clamped lifetime) are applied; the validity starts
 //!    [`BACKDATE_SECONDS`] before now to absorb clock skew between machines, and ends
 //!    no later than the issuing CA.
-//! 3. **Sign** with the active CA, by its kind: classical [`sigil_pki::issue_leaf`],
-//!    hybrid [`sigil_pki::issue_hybrid_leaf`] (the classical leaf key from the CSR or
-//!    generated; no subject ML-DSA key yet), composite
-//!    [`sigil_pki::issue_composite_leaf`] and ML-DSA [`sigil_pki::issue_mldsa_leaf`]
-//!    (both with a server-generated key: there is no PQ CSR path yet, so a CSR is
-//!    refused). Each lints, signs and validates what it signed. A generated key is
-//!    returned once: PKCS#8 `PRIVATE KEY` PEM for classical and ML-DSA (RFC 9881) keys,
-//!    Sigil's composite key DER ([`sigil_pki::CompositeKeyPair::to_der`]) under the
-//!    PEM label [`COMPOSITE_KEY_PEM_LABEL`] for composite keys.
-//! 4. **Record**: one transaction inserts the issuance row and enqueues the
-//!    `identity.issued` event in the outbox; only after the commit is the reply sent
-//!    and the outbox relay woken.
+//! 3. **Build and lint** with the active CA, by its kind: classical
+//!    [`sigil_pki::prepare_leaf_cert`], hybrid [`sigil_pki::prepare_hybrid_leaf`] (the
+//!    classical leaf key from the CSR or generated; no subject ML-DSA key yet),
+//!    composite [`sigil_pki::prepare_composite_leaf`] and ML-DSA
+//!    [`sigil_pki::prepare_mldsa_leaf`] (both with a server-generated key: there is no
+//!    PQ CSR path yet, so a CSR is refused). Each applies the profile
+//!    ([`sigil_pki::profile`]: KU, EKU, basicConstraints, AKI/SKI, SPIFFE names), the
+//!    CRL distribution point `<crl_base_url>/<issuer-ca-id>.crl` and OCSP AIA
+//!    `<ocsp_base_url>` when configured, fixes a random 127-bit serial and lints;
+//!    nothing that fails is signed.
+//! 4. **Record the intent** ([`intent`]): the serial, request hash, profile and CA kind
+//!    are committed as `prepared` in their own transaction.
+//! 5. **Sign**, and validate what was signed. A generated key is returned once: PKCS#8
+//!    `PRIVATE KEY` PEM for classical and ML-DSA (RFC 9881) keys, Sigil's composite key
+//!    DER ([`sigil_pki::CompositeKeyPair::to_der`]) under the PEM label
+//!    [`COMPOSITE_KEY_PEM_LABEL`] for composite keys.
+//! 6. **Record**: one transaction inserts the issuance row, enqueues the
+//!    `identity.issued` event in the outbox and marks the intent `issued`; only after
+//!    the commit is the reply sent and the outbox relay woken.
 //!
-//! Every error before the commit leaves no row and no event. A certificate signed for
-//! a request that then fails to commit (or loses an idempotency race) is discarded
-//! unseen. Recording the intent before signing and linting with an external linter
-//! come later.
+//! Every error before step 4 leaves no row and no event. A certificate signed for a
+//! request that then fails to commit (or loses an idempotency race) is discarded
+//! unseen and its intent marked `discarded`; an intent left `prepared` after a crash
+//! between steps 4 and 6 stays visible for audit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,17 +51,19 @@ use sigil_contracts::issuer::{
 use sigil_contracts::policy::{Action, Decision, EvaluateRequest};
 use sigil_contracts::subjects::{POLICY_EVALUATE, Service};
 use sigil_contracts::types::{CaKind, CertificateFacts, KeyAlgorithm, Sans};
-use sigil_contracts::{CloudEvent, WireError};
+use sigil_contracts::{CloudEvent, ErrorCode, WireError};
 use sigil_pki::composite::TradAlg;
 use sigil_pki::mldsa::{MlDsaKeyPair, MlDsaLevel};
 use sigil_pki::{
-    CompositeAlg, CompositeKeyPair, CompositeLeafRequest, IssuedCert, LeafKey, LeafRequest,
-    MlDsaLeafRequest, PkiError,
+    CompositeAlg, CompositeKeyPair, CompositeLeafRequest, LeafKey, LeafOptions, LeafRequest,
+    MlDsaLeafRequest, PkiError, PreparedCert,
 };
 use sigil_store::outbox::{self, Outbox};
 
 use crate::ca::{self, CaSet, CaSigner, CaSpec, CreateError};
 use crate::keys::KeyManager;
+
+pub mod intent;
 
 /// The validity of a leaf starts this many seconds before "now", so a relying party
 /// whose clock is a little behind still accepts a fresh certificate.
@@ -130,6 +139,10 @@ pub(crate) struct Issuer {
     pub ca_common_name: String,
     pub rt: Runtime,
     pub policy_timeout: Duration,
+    /// CRL base URL: leaves get the distribution point `<base>/<issuer-ca-id>.crl`.
+    pub crl_base_url: Option<String>,
+    /// OCSP responder URL written into the leaves' authorityInfoAccess.
+    pub ocsp_base_url: Option<String>,
 }
 
 /// A request after preparation: what will be asked of policy and signed.
@@ -187,15 +200,28 @@ impl Issuer {
 
         let now = self.rt.now();
         let (not_before, not_after) = validity(&cas, now, ttl, &mut notes)?;
-        let (issued, private_key_pem, key_source) = sign(
+        let opts = self.leaf_options(&cas.intermediate_id);
+        let (cert, private_key_pem, key_source) = prepare_cert(
             &cas.intermediate,
             plan,
             &req,
             prepared.key_algorithm,
             prepared.sans,
-            not_before,
-            not_after,
+            (not_before, not_after),
+            &opts,
         )?;
+        // Nothing reaches here without passing the lint; record the intent, then sign.
+        let serial = cert.serial().to_owned();
+        self.record_intent(&serial, &fingerprint, &req, &cas)
+            .await
+            .map_err(|e| WireError::unavailable(format!("cannot record the intent: {e}")))?;
+        let issued = match cert.sign() {
+            Ok(issued) => issued,
+            Err(e) => {
+                self.mark_intent(&serial, intent::FAILED).await;
+                return Err(signing_error(e));
+            }
+        };
 
         let chain_pem = cas.chain_pem();
         let ttl_seconds = (not_after - now).num_seconds();
@@ -228,7 +254,11 @@ impl Issuer {
             now,
             sigil_telemetry::current_traceparent(),
         );
-        match self.record(row, &event).await {
+        let recorded = self.record(row, &event, &serial).await;
+        if recorded.is_err() {
+            self.mark_intent(&serial, intent::DISCARDED).await;
+        }
+        match recorded {
             Ok(()) => {}
             Err(e) if is_unique_violation(&e) => {
                 // A concurrent retry with the same idempotency key won; answer as it did.
@@ -390,16 +420,96 @@ impl Issuer {
             })
     }
 
+    /// Issuance row, `identity.issued` event and the intent's `issued` state: one
+    /// transaction.
     async fn record(
         &self,
         row: entity::ActiveModel,
         event: &CloudEvent<IdentityIssued>,
+        serial: &str,
     ) -> Result<(), DbErr> {
         let txn = self.db.begin().await?;
         row.insert(&txn).await?;
         outbox::enqueue(&txn, event).await?;
+        set_intent_state(&txn, serial, intent::ISSUED, self.rt.now()).await?;
         txn.commit().await
     }
+
+    /// The `prepared` intent row, committed on its own before signing.
+    async fn record_intent(
+        &self,
+        serial: &str,
+        fingerprint: &str,
+        req: &IssueRequest,
+        cas: &CaSet,
+    ) -> Result<(), DbErr> {
+        let now = self.rt.now();
+        let txn = self.db.begin().await?;
+        intent::entity::ActiveModel {
+            serial: Set(serial.to_owned()),
+            request_sha256: Set(fingerprint.to_owned()),
+            profile: Set(req.profile.as_str().to_owned()),
+            ca_kind: Set(cas.kind.as_str().to_owned()),
+            issuer_ca_id: Set(cas.intermediate_id.clone()),
+            state: Set(intent::PREPARED.to_owned()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
+        txn.commit().await
+    }
+
+    /// Best effort: an intent that cannot be updated stays `prepared` (logged).
+    async fn mark_intent(&self, serial: &str, state: &str) {
+        if let Err(e) = set_intent_state(&self.db, serial, state, self.rt.now()).await {
+            tracing::warn!(serial, state, error = %e, "cannot update the issuance intent; it stays prepared");
+        }
+    }
+
+    /// Revocation URLs of leaves signed by the intermediate `ca_id`.
+    fn leaf_options(&self, ca_id: &str) -> LeafOptions {
+        LeafOptions {
+            crl_url: self
+                .crl_base_url
+                .as_ref()
+                .map(|base| format!("{}/{ca_id}.crl", base.trim_end_matches('/'))),
+            ocsp_url: self.ocsp_base_url.clone(),
+        }
+    }
+}
+
+async fn set_intent_state(
+    db: &impl sea_orm::ConnectionTrait,
+    serial: &str,
+    state: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    intent::entity::ActiveModel {
+        serial: Set(serial.to_owned()),
+        state: Set(state.to_owned()),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .update(db)
+    .await
+    .map(|_| ())
+}
+
+/// A CRL or OCSP base URL: `http://` or `https://`, printable ASCII without spaces,
+/// no query or fragment, at most 1024 characters.
+pub(crate) fn check_base_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty() || url.len() > 1024 {
+        return Err("must name a host and be at most 1024 characters".to_owned());
+    }
+    if !url.bytes().all(|b| b.is_ascii_graphic()) || url.contains(['?', '#']) {
+        return Err("printable ASCII only, without spaces, query or fragment".to_owned());
+    }
+    Ok(())
 }
 
 /// `[now - backdate, now + ttl]`, both kept inside the issuing CA's validity.
@@ -486,17 +596,17 @@ fn plan_key(
     }
 }
 
-/// Sign the leaf with `signer`; returns it, the generated private key's PEM (if the
-/// issuer generated one) and the key source.
-fn sign(
-    signer: &CaSigner,
+/// Build and lint the leaf for `signer`; returns it ready to sign, the generated
+/// private key's PEM (if the issuer generated one) and the key source.
+fn prepare_cert<'a>(
+    signer: &'a CaSigner,
     plan: LeafKeyPlan,
     req: &IssueRequest,
     key_algorithm: KeyAlgorithm,
     sans: Sans,
-    not_before: DateTime<Utc>,
-    not_after: DateTime<Utc>,
-) -> Result<(IssuedCert, Option<String>, &'static str), WireError> {
+    (not_before, not_after): (DateTime<Utc>, DateTime<Utc>),
+    opts: &LeafOptions,
+) -> Result<(PreparedCert<'a>, Option<String>, &'static str), WireError> {
     let internal = |e: PkiError| WireError::internal(format!("key encoding failed: {e}"));
     match (signer, plan) {
         (CaSigner::Classical(_) | CaSigner::Hybrid(_), LeafKeyPlan::Classical(source)) => {
@@ -523,8 +633,8 @@ fn sign(
                 key: leaf_key,
             };
             let issued = match signer {
-                CaSigner::Hybrid(ca) => sigil_pki::issue_hybrid_leaf(ca, &leaf, None),
-                CaSigner::Classical(ca) => sigil_pki::issue_leaf(ca, &leaf),
+                CaSigner::Hybrid(ca) => sigil_pki::prepare_hybrid_leaf(ca, &leaf, None, opts),
+                CaSigner::Classical(ca) => sigil_pki::prepare_leaf_cert(ca, &leaf, opts),
                 _ => return unreachable_plan(),
             }
             .map_err(signing_error)?;
@@ -533,7 +643,7 @@ fn sign(
         (CaSigner::Composite(ca), LeafKeyPlan::Composite(alg)) => {
             let key = CompositeKeyPair::generate(alg)
                 .map_err(|e| WireError::internal(format!("key generation failed: {e}")))?;
-            let issued = sigil_pki::issue_composite_leaf(
+            let issued = sigil_pki::prepare_composite_leaf(
                 ca,
                 &CompositeLeafRequest {
                     profile: req.profile,
@@ -544,6 +654,7 @@ fn sign(
                     alg,
                     public_key: key.public_key(),
                 },
+                opts,
             )
             .map_err(signing_error)?;
             let pem =
@@ -552,7 +663,7 @@ fn sign(
         }
         (CaSigner::Mldsa(ca), LeafKeyPlan::Mldsa(level)) => {
             let key = MlDsaKeyPair::generate(level);
-            let issued = sigil_pki::issue_mldsa_leaf(
+            let issued = sigil_pki::prepare_mldsa_leaf(
                 ca,
                 &MlDsaLeafRequest {
                     profile: req.profile,
@@ -563,6 +674,7 @@ fn sign(
                     level,
                     public_key: key.public_key().to_vec(),
                 },
+                opts,
             )
             .map_err(signing_error)?;
             let pkcs8 = sigil_pki::pqcert::mldsa_key_to_pkcs8(&key).map_err(internal)?;
@@ -637,7 +749,28 @@ fn prepare(req: &IssueRequest) -> Result<Prepared, WireError> {
 
     let (sans, key_algorithm, key) = match &req.csr_pem {
         Some(pem) => {
+            if pem.len() > sigil_pki::MAX_CSR_BYTES {
+                return Err(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "CSR of {} bytes is larger than the {} bytes accepted",
+                        pem.len(),
+                        sigil_pki::MAX_CSR_BYTES
+                    ),
+                ));
+            }
             let csr = sigil_pki::parse_csr(pem).map_err(csr_error)?;
+            if let Some(asked) = req.key_algorithm
+                && asked != csr.key_algorithm
+            {
+                return Err(WireError::bad_request(format!(
+                    "key_algorithm is {} but the CSR's key is {}; omit key_algorithm or send a matching CSR",
+                    asked.as_str(),
+                    csr.key_algorithm.as_str()
+                )));
+            }
+            sigil_pki::profile::check_csr_request(req.profile, &csr.requested)
+                .map_err(csr_error)?;
             let sans = match (req.sans.is_empty(), csr.sans.is_empty()) {
                 (true, _) => csr.sans.clone(),
                 (false, true) => req.sans.clone(),
@@ -710,9 +843,10 @@ fn csr_error(e: PkiError) -> WireError {
 /// ours otherwise.
 fn signing_error(e: PkiError) -> WireError {
     match e {
-        PkiError::InvalidSan(_) | PkiError::WeakKey(_) | PkiError::UnsupportedKey(_) => {
-            WireError::bad_request(e.to_string())
-        }
+        PkiError::InvalidSan(_)
+        | PkiError::WeakKey(_)
+        | PkiError::UnsupportedKey(_)
+        | PkiError::BadCsr(_) => WireError::bad_request(e.to_string()),
         other => WireError::internal(format!("signing failed: {other}")),
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The issuer holds the CA hierarchy and the only copies of the CA private keys, and
 //! serves `sigil.issuer.v1.issue` ([`ISSUER_ISSUE`]), `sigil.issuer.v1.ca_list`
-//! ([`ISSUER_CA_LIST`]) and `sigil.issuer.v1.ca_init` ([`ISSUER_CA_INIT`]).
+//! ([`ISSUER_CA_LIST`]), `sigil.issuer.v1.ca_init` ([`ISSUER_CA_INIT`]),
+//! `sigil.issuer.v1.ca_rotate` ([`ISSUER_CA_ROTATE`]) and `sigil.issuer.v1.trust_bundle`
+//! ([`ISSUER_TRUST_BUNDLE`]).
 //!
 //! **CA hierarchy.** On first start (no active CA in its database) it creates a root
 //! valid for 10 years and an intermediate valid for 5 years of [`Config::ca_kind`]
@@ -11,7 +13,14 @@
 //! them in its own `issuer_ca` table. An existing hierarchy is kept whatever the
 //! configuration says: the stored kind decides (installations from before CA kinds
 //! are classical). `ca_init` creates a new pair of a chosen kind; with `force` it
-//! replaces the active pair (retired, kept), which is not yet a staged rotation.
+//! replaces the active pair (retired, kept), which is not a staged rotation.
+//!
+//! **Rotation** (`ca_rotate`, see [`ca`]): the intermediate moves through
+//! current/next/retired slots — prepare a next intermediate under the current root,
+//! publish the bundle holding both, activate; the old one is kept for CRL signing until
+//! its last leaf expires. Every change of the trust bundle (first start, `ca_init`,
+//! prepare, activate) commits a `ca.bundle_changed` event in the same transaction;
+//! `trust_bundle` serves the bundle on request.
 //!
 //! **CA keys** sit behind the [`keys::KeyManager`] trait. The backend in use,
 //! [`keys::SealedKeys`], seals them (AES-256-GCM, the CA id as associated data) with a
@@ -38,6 +47,7 @@ pub mod issue;
 pub mod kek;
 pub mod keys;
 pub mod migration;
+mod rotate;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,8 +56,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use sigil_bus::service::Router;
 use sigil_bus::{BusError, Runtime};
-use sigil_contracts::issuer::{CaInitRequest, CaListRequest, IssueRequest};
-use sigil_contracts::subjects::{ISSUER_CA_INIT, ISSUER_CA_LIST, ISSUER_ISSUE, Service};
+use sigil_contracts::issuer::{
+    CaInitRequest, CaListRequest, CaRotateRequest, IssueRequest, TrustBundleRequest,
+};
+use sigil_contracts::subjects::{
+    ISSUER_CA_INIT, ISSUER_CA_LIST, ISSUER_CA_ROTATE, ISSUER_ISSUE, ISSUER_TRUST_BUNDLE, Service,
+};
 use sigil_contracts::types::CaKind;
 use sigil_store::outbox::Outbox;
 use tokio_util::sync::CancellationToken;
@@ -98,6 +112,13 @@ pub struct Config {
     /// How long to wait for policy, e.g. `"5s"`.
     #[serde(deserialize_with = "deserialize_duration")]
     pub policy_timeout: Duration,
+    /// Base URL of the CRLs (`SIGIL_CRL_BASE_URL`), e.g. `http://sigil.example/crl`:
+    /// each leaf gets the cRLDistributionPoint `<base>/<issuer-ca-id>.crl`. `None`:
+    /// no CRL distribution point.
+    pub crl_base_url: Option<String>,
+    /// URL of the OCSP responder (`SIGIL_OCSP_BASE_URL`), written as the leaves'
+    /// authorityInfoAccess id-ad-ocsp. `None`: no AIA.
+    pub ocsp_base_url: Option<String>,
 }
 
 impl Default for Config {
@@ -111,6 +132,8 @@ impl Default for Config {
             ca_kind: DEFAULT_CA_KIND,
             ca_algorithm: None,
             policy_timeout: DEFAULT_POLICY_TIMEOUT,
+            crl_base_url: None,
+            ocsp_base_url: None,
         }
     }
 }
@@ -125,6 +148,8 @@ impl std::fmt::Debug for Config {
             .field("ca_kind", &self.ca_kind)
             .field("ca_algorithm", &self.ca_algorithm)
             .field("policy_timeout", &self.policy_timeout)
+            .field("crl_base_url", &self.crl_base_url)
+            .field("ocsp_base_url", &self.ocsp_base_url)
             .finish()
     }
 }
@@ -143,6 +168,15 @@ impl Config {
         }
         if let Some(kek) = &self.kek {
             kek::parse(kek)?;
+        }
+        for (name, url) in [
+            ("crl_base_url", &self.crl_base_url),
+            ("ocsp_base_url", &self.ocsp_base_url),
+        ] {
+            if let Some(url) = url {
+                issue::check_base_url(url)
+                    .map_err(|why| Error::Config(format!("{name} {url:?}: {why}")))?;
+            }
         }
         Ok(())
     }
@@ -228,8 +262,11 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
         ca_common_name: config.ca_common_name.clone(),
         rt: rt.clone(),
         policy_timeout: config.policy_timeout,
+        crl_base_url: config.crl_base_url.clone(),
+        ocsp_base_url: config.ocsp_base_url.clone(),
     });
     let (list_issuer, init_issuer) = (issuer.clone(), issuer.clone());
+    let (rotate_issuer, bundle_issuer) = (issuer.clone(), issuer.clone());
     let router = Router::new(Service::Issuer, "Sigil issuer: certificate issuance")
         .ready(rt.health.clone(), COMPONENT)
         .route(ISSUER_ISSUE, move |req: IssueRequest| {
@@ -243,6 +280,14 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
         .route(ISSUER_CA_INIT, move |req: CaInitRequest| {
             let issuer = init_issuer.clone();
             async move { issuer.ca_init(req).await }
+        })
+        .route(ISSUER_CA_ROTATE, move |req: CaRotateRequest| {
+            let issuer = rotate_issuer.clone();
+            async move { issuer.ca_rotate(req).await }
+        })
+        .route(ISSUER_TRUST_BUNDLE, move |req: TrustBundleRequest| {
+            let issuer = bundle_issuer.clone();
+            async move { issuer.trust_bundle(req).await }
         });
 
     // The relay outlives the endpoint so that what in-flight requests commit while

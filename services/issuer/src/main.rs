@@ -13,6 +13,8 @@
 //! - `SIGIL_CA_KIND` (default `hybrid`): `classical`, `hybrid`, `composite` or `mldsa`,
 //!   the kind of hierarchy a new installation creates (an existing one keeps its kind)
 //! - `SIGIL_CA_ALGORITHM`: algorithm within the kind, e.g. `p256+mldsa65`
+//! - `SIGIL_CRL_BASE_URL`: leaves get the CRL distribution point `<base>/<issuer-ca-id>.crl`
+//! - `SIGIL_OCSP_BASE_URL`: leaves get this OCSP responder URL in authorityInfoAccess
 //!
 //! Invalid configuration exits with 78 before anything is connected.
 #![forbid(unsafe_code)]
@@ -53,6 +55,8 @@ fn config_from_env() -> Result<Config, String> {
         })?;
     }
     config.ca_algorithm = env("SIGIL_CA_ALGORITHM");
+    config.crl_base_url = env("SIGIL_CRL_BASE_URL");
+    config.ocsp_base_url = env("SIGIL_OCSP_BASE_URL");
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }

@@ -15,6 +15,8 @@ impl MigratorTrait for Migrator {
             Box::new(CreateCa),
             Box::new(CreateIssuance),
             Box::new(AddCaKind),
+            Box::new(AddCaSlots),
+            Box::new(crate::issue::intent::CreateIntent),
         ]
     }
 }
@@ -205,6 +207,192 @@ impl MigrationTrait for AddCaKind {
                 .alter_table(
                     Table::alter()
                         .table(Alias::new(table))
+                        .drop_column(Alias::new(column))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Current/next/retired slots (see [`crate::ca`]): `issuer_ca.state`, `retire_until`
+/// and `parent_id` (an intermediate's root), and the one-row `issuer_ca_bundle` table
+/// holding the trust-bundle version. Existing rows: active → `current`, the rest
+/// `retired` until the latest notAfter of the leaves they issued (or their own
+/// notAfter); an intermediate's root is the root created with it.
+struct AddCaSlots;
+
+impl MigrationName for AddCaSlots {
+    fn name(&self) -> &str {
+        "m0004_issuer_ca_slots"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddCaSlots {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let t = Alias::new("issuer_ca");
+        // One column per ALTER: SQLite adds only one at a time.
+        for column in [
+            ColumnDef::new(Alias::new("state"))
+                .string()
+                .not_null()
+                .default("retired")
+                .to_owned(),
+            ColumnDef::new(Alias::new("retire_until"))
+                .timestamp_with_time_zone()
+                .null()
+                .to_owned(),
+            ColumnDef::new(Alias::new("parent_id"))
+                .string()
+                .null()
+                .to_owned(),
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(t.clone())
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        manager
+            .create_table(
+                Table::create()
+                    .table(Alias::new("issuer_ca_bundle"))
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(Alias::new("id"))
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Alias::new("version"))
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+
+        let db = manager.get_connection();
+        let backend = db.get_database_backend();
+        db.execute(
+            backend.build(
+                Query::update()
+                    .table(t.clone())
+                    .value(Alias::new("state"), "current")
+                    .and_where(Expr::col(Alias::new("active")).eq(true)),
+            ),
+        )
+        .await?;
+        let rows = db
+            .query_all(
+                backend.build(
+                    Query::select()
+                        .columns([
+                            Alias::new("id"),
+                            Alias::new("role"),
+                            Alias::new("active"),
+                            Alias::new("cert_pem"),
+                            Alias::new("created_at"),
+                        ])
+                        .from(t.clone()),
+                ),
+            )
+            .await?;
+        struct Row {
+            id: String,
+            role: String,
+            active: bool,
+            cert_pem: String,
+            created_at: chrono::DateTime<chrono::Utc>,
+        }
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok(Row {
+                    id: r.try_get("", "id")?,
+                    role: r.try_get("", "role")?,
+                    active: r.try_get::<Option<bool>>("", "active")? == Some(true),
+                    cert_pem: r.try_get("", "cert_pem")?,
+                    created_at: r.try_get("", "created_at")?,
+                })
+            })
+            .collect::<Result<Vec<Row>, DbErr>>()?;
+        let mut root_until = std::collections::HashMap::new();
+        for row in rows
+            .iter()
+            .filter(|r| r.role == crate::ca::ROLE_INTERMEDIATE)
+        {
+            let parent = rows
+                .iter()
+                .find(|r| r.role == crate::ca::ROLE_ROOT && r.created_at == row.created_at);
+            let mut update = Query::update();
+            update.table(t.clone());
+            if let Some(parent) = parent {
+                update.value(Alias::new("parent_id"), parent.id.clone());
+            }
+            if !row.active {
+                let until = crate::ca::retire_until(db, &row.id, &row.cert_pem).await?;
+                update.value(Alias::new("retire_until"), until);
+                if let Some(parent) = parent {
+                    let entry = root_until.entry(parent.id.clone()).or_insert(until);
+                    *entry = (*entry).max(until);
+                }
+            }
+            if parent.is_some() || !row.active {
+                update.and_where(Expr::col(Alias::new("id")).eq(row.id.clone()));
+                db.execute(backend.build(&update)).await?;
+            }
+        }
+        for row in rows
+            .iter()
+            .filter(|r| r.role == crate::ca::ROLE_ROOT && !r.active)
+        {
+            let until = match root_until.get(&row.id) {
+                Some(until) => *until,
+                None => crate::ca::cert_not_after(&row.cert_pem)?,
+            };
+            db.execute(
+                backend.build(
+                    Query::update()
+                        .table(t.clone())
+                        .value(Alias::new("retire_until"), until)
+                        .and_where(Expr::col(Alias::new("id")).eq(row.id.clone())),
+                ),
+            )
+            .await?;
+        }
+        // Version 1 for an existing hierarchy; a fresh database starts at 0 and its
+        // first hierarchy makes it 1.
+        let version: i64 = if rows.is_empty() { 0 } else { 1 };
+        let mut insert = Query::insert();
+        insert
+            .into_table(Alias::new("issuer_ca_bundle"))
+            .columns([Alias::new("id"), Alias::new("version")])
+            .values([1i32.into(), version.into()])
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        db.execute(backend.build(&insert)).await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(
+                Table::drop()
+                    .table(Alias::new("issuer_ca_bundle"))
+                    .to_owned(),
+            )
+            .await?;
+        for column in ["parent_id", "retire_until", "state"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("issuer_ca"))
                         .drop_column(Alias::new(column))
                         .to_owned(),
                 )

@@ -52,11 +52,11 @@ pub struct IssueArgs {
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub ttl: Duration,
 
-    /// Certificate profile
+    /// Certificate profile (spiffe-x509-svid: exactly one --uri spiffe://trust-domain/path, no CN)
     #[arg(
         long,
         default_value = "tls-server",
-        value_parser = wire_enum::<Profile>(vec![Profile::TlsServer.as_str(), Profile::TlsClient.as_str()])
+        value_parser = wire_enum::<Profile>(Profile::ALL.iter().map(|p| p.as_str()).collect())
     )]
     pub profile: Profile,
 
@@ -392,7 +392,7 @@ mod tests {
             vec!["issue"],
             vec!["issue", "--dns", "a", "--ttl", "soon"],
             vec!["issue", "--dns", "a", "--ttl", "0s"],
-            vec!["issue", "--dns", "a", "--profile", "code-signing"],
+            vec!["issue", "--dns", "a", "--profile", "email-protection"],
             vec!["issue", "--dns", "a", "--key-alg", "dsa"],
             vec!["issue", "--ip", "not-an-ip"],
             vec!["issue", "--csr", "x.csr", "--key-alg", "ed25519"],

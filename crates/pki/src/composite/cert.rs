@@ -18,10 +18,12 @@ use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use super::{CompositeAlg, CompositeKeyPair};
 use crate::PkiError;
 use crate::ca::MAX_COMMON_NAME;
-use crate::facts::{certificate_facts, from_asn1_time, parse_certificate};
+use crate::facts::{from_asn1_time, parse_certificate};
 use crate::leaf::IssuedCert;
 use crate::pem;
 use crate::pqcert::{CertIssuer, CertSigner, CertTemplate, build_certificate};
+use crate::prepared::PreparedCert;
+use crate::profile::LeafOptions;
 
 fn der_err(e: der::Error) -> PkiError {
     PkiError::Encoding(format!("DER: {e}"))
@@ -253,45 +255,28 @@ pub fn issue_composite_leaf(
     issuer: &CompositeCaMaterial,
     req: &CompositeLeafRequest,
 ) -> Result<IssuedCert, PkiError> {
-    if req.sans.is_empty() {
-        return Err(PkiError::InvalidSan(
-            "at least one SAN is required".to_owned(),
-        ));
-    }
-    let common_name = match &req.common_name {
-        Some(cn) => Some(cn.clone()),
-        None => req
-            .sans
-            .dns
-            .first()
-            .filter(|d| d.len() <= MAX_COMMON_NAME)
-            .cloned(),
-    };
+    prepare_composite_leaf(issuer, req, &LeafOptions::default())?.sign()
+}
+
+/// [`issue_composite_leaf`] in two steps: every check before signing now (including
+/// the profile's name rules), signing on [`PreparedCert::sign`]. `opts` adds the CRL
+/// distribution point and OCSP URLs.
+pub fn prepare_composite_leaf<'a>(
+    issuer: &'a CompositeCaMaterial,
+    req: &CompositeLeafRequest,
+    opts: &LeafOptions,
+) -> Result<PreparedCert<'a>, PkiError> {
     let spki = composite_spki(req.alg, &req.public_key)?;
-    let template = CertTemplate::leaf(
+    crate::pqcert::prepare_template_leaf(
         req.profile,
-        req.sans.clone(),
-        common_name,
-        req.not_before,
-        req.not_after,
-    );
-    let cert_der = build_certificate(
-        &template,
+        &req.sans,
+        req.common_name.as_deref(),
+        (req.not_before, req.not_after),
         &spki,
-        CertIssuer::Cert(&issuer.cert_der),
+        &issuer.cert_der,
         &issuer.key,
-    )?;
-    let facts = certificate_facts(&cert_der, req.profile)?;
-    if facts.sans != req.sans {
-        return Err(PkiError::Lint(
-            "issued certificate carries different SANs than requested".to_owned(),
-        ));
-    }
-    Ok(IssuedCert {
-        cert_pem: pem::encode("CERTIFICATE", &cert_der),
-        cert_der,
-        facts,
-    })
+        opts,
+    )
 }
 
 #[cfg(test)]
