@@ -6,22 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chrono::{Duration, Utc};
 use serde_json::Value;
-use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
-use sigil_pki::mldsa::{MlDsaKeyPair, MlDsaLevel};
-use sigil_pki::{
-    CompositeAlg, CompositeKeyPair, CompositeLeafRequest, LeafKey, LeafRequest, MlDsaLeafRequest,
-    create_composite_intermediate, create_composite_root, create_hybrid_intermediate,
-    create_hybrid_root, create_intermediate, create_mldsa_intermediate, create_mldsa_root,
-    create_root, generate_key, issue_composite_leaf, issue_hybrid_leaf, issue_leaf,
-    issue_mldsa_leaf,
-};
+use sigil_contracts::types::{KeyAlgorithm, Sans};
+use sigil_pki::mldsa::MlDsaLevel;
+use sigil_pki::{CompositeAlg, create_root};
+use sigil_testkit::pki::{ChainKind, ChainSpec, chain, write_pem};
 
 /// One chain, as DER: leaf, issuing intermediate, root.
 struct Chain {
@@ -35,171 +28,72 @@ struct Chain {
     leaf_kind: &'static str,
 }
 
-fn sans() -> Sans {
-    Sans {
-        dns: vec!["svc.example.com".to_owned()],
-        ..Sans::default()
+/// A chain of `kind` whose one `tls-server` leaf names only `svc.example.com` (hybrid
+/// leaves without an alternative key).
+fn build(
+    name: &'static str,
+    kind: ChainKind,
+    (root_cn, inter_cn): (&str, &str),
+    kinds: &'static [&'static str],
+    leaf_kind: &'static str,
+) -> Chain {
+    let spec = ChainSpec {
+        sans: Sans {
+            dns: vec!["svc.example.com".to_owned()],
+            ..Sans::default()
+        },
+        hybrid_leaf_alt_key: false,
+        ..ChainSpec::new(root_cn, inter_cn)
+    };
+    let mut built = chain(kind, &spec);
+    Chain {
+        name,
+        leaf: built.leaf_ders.remove(0),
+        inter: built.inter_der,
+        root: built.root_der,
+        kinds,
+        leaf_kind,
     }
 }
 
 fn classical() -> Chain {
-    let t = Utc::now();
-    let root = create_root("Root", KeyAlgorithm::EcdsaP256, t, t + Duration::days(2)).unwrap();
-    let inter = create_intermediate(
-        &root,
-        "Issuing",
-        KeyAlgorithm::EcdsaP256,
-        t,
-        t + Duration::days(2),
+    build(
+        "classical",
+        ChainKind::Classical(KeyAlgorithm::EcdsaP256),
+        ("Root", "Issuing"),
+        &["classical", "validity", "constraints"],
+        "classical",
     )
-    .unwrap();
-    let leaf = issue_leaf(
-        &inter,
-        &LeafRequest {
-            profile: Profile::TlsServer,
-            sans: sans(),
-            common_name: None,
-            not_before: t,
-            not_after: t + Duration::days(1),
-            key: LeafKey::Generated(generate_key(KeyAlgorithm::EcdsaP256).unwrap()),
-        },
-    )
-    .unwrap();
-    Chain {
-        name: "classical",
-        leaf: leaf.cert_der,
-        inter: inter.cert_der,
-        root: root.cert_der,
-        kinds: &["classical", "validity", "constraints"],
-        leaf_kind: "classical",
-    }
 }
 
 fn hybrid() -> Chain {
-    let t = Utc::now();
-    let root = create_hybrid_root(
-        "Hybrid Root",
-        KeyAlgorithm::EcdsaP256,
-        MlDsaLevel::L65,
-        t,
-        t + Duration::days(2),
+    build(
+        "hybrid",
+        ChainKind::Hybrid(KeyAlgorithm::EcdsaP256, MlDsaLevel::L65),
+        ("Hybrid Root", "Hybrid Issuing"),
+        &["classical", "alternative"],
+        "classical",
     )
-    .unwrap();
-    let inter = create_hybrid_intermediate(
-        &root,
-        "Hybrid Issuing",
-        KeyAlgorithm::EcdsaP256,
-        MlDsaLevel::L65,
-        t,
-        t + Duration::days(2),
-    )
-    .unwrap();
-    let leaf = issue_hybrid_leaf(
-        &inter,
-        &LeafRequest {
-            profile: Profile::TlsServer,
-            sans: sans(),
-            common_name: None,
-            not_before: t,
-            not_after: t + Duration::days(1),
-            key: LeafKey::Generated(generate_key(KeyAlgorithm::EcdsaP256).unwrap()),
-        },
-        None,
-    )
-    .unwrap();
-    Chain {
-        name: "hybrid",
-        leaf: leaf.cert_der,
-        inter: inter.cert_der().to_vec(),
-        root: root.cert_der().to_vec(),
-        kinds: &["classical", "alternative"],
-        leaf_kind: "classical",
-    }
 }
 
 fn composite() -> Chain {
-    let alg = CompositeAlg::MlDsa65EcdsaP256Sha512;
-    let t = Utc::now();
-    let root = create_composite_root("Composite Root", alg, t, t + Duration::days(2)).unwrap();
-    let inter =
-        create_composite_intermediate(&root, "Composite Issuing", alg, t, t + Duration::days(2))
-            .unwrap();
-    let leaf = issue_composite_leaf(
-        &inter,
-        &CompositeLeafRequest {
-            profile: Profile::TlsServer,
-            sans: sans(),
-            common_name: None,
-            not_before: t,
-            not_after: t + Duration::days(1),
-            alg,
-            public_key: CompositeKeyPair::generate(alg).unwrap().public_key(),
-        },
+    build(
+        "composite",
+        ChainKind::Composite(CompositeAlg::MlDsa65EcdsaP256Sha512),
+        ("Composite Root", "Composite Issuing"),
+        &["composite"],
+        "composite",
     )
-    .unwrap();
-    Chain {
-        name: "composite",
-        leaf: leaf.cert_der,
-        inter: inter.cert_der,
-        root: root.cert_der,
-        kinds: &["composite"],
-        leaf_kind: "composite",
-    }
 }
 
 fn mldsa() -> Chain {
-    let t = Utc::now();
-    let root = create_mldsa_root("ML-DSA Root", MlDsaLevel::L65, t, t + Duration::days(2)).unwrap();
-    let inter = create_mldsa_intermediate(
-        &root,
-        "ML-DSA Issuing",
-        MlDsaLevel::L65,
-        t,
-        t + Duration::days(2),
+    build(
+        "mldsa",
+        ChainKind::MlDsa(MlDsaLevel::L65),
+        ("ML-DSA Root", "ML-DSA Issuing"),
+        &["ml-dsa"],
+        "ml-dsa",
     )
-    .unwrap();
-    let leaf = issue_mldsa_leaf(
-        &inter,
-        &MlDsaLeafRequest {
-            profile: Profile::TlsServer,
-            sans: sans(),
-            common_name: None,
-            not_before: t,
-            not_after: t + Duration::days(1),
-            level: MlDsaLevel::L65,
-            public_key: MlDsaKeyPair::generate(MlDsaLevel::L65)
-                .public_key()
-                .to_vec(),
-        },
-    )
-    .unwrap();
-    Chain {
-        name: "mldsa",
-        leaf: leaf.cert_der,
-        inter: inter.cert_der,
-        root: root.cert_der,
-        kinds: &["ml-dsa"],
-        leaf_kind: "ml-dsa",
-    }
-}
-
-fn pem(ders: &[&[u8]]) -> String {
-    let mut out = String::new();
-    for der in ders {
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        for line in STANDARD.encode(der).as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).unwrap());
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-    }
-    out
-}
-
-fn write(dir: &Path, name: &str, ders: &[&[u8]]) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, pem(ders)).unwrap();
-    path
 }
 
 /// `sigil --nats <closed port> verify <args>`.
@@ -254,9 +148,9 @@ fn failed_kinds(report: &Value) -> Vec<String> {
 fn every_kind_of_chain_verifies_and_reports_its_signatures() {
     for chain in [classical(), hybrid(), composite(), mldsa()] {
         let dir = tempfile::tempdir().unwrap();
-        let cert = write(dir.path(), "cert.pem", &[&chain.leaf]);
+        let cert = write_pem(dir.path(), "cert.pem", &[&chain.leaf]);
         // chain.pem as `sigil issue` writes it: intermediate, then root.
-        let chain_pem = write(dir.path(), "chain.pem", &[&chain.inter, &chain.root]);
+        let chain_pem = write_pem(dir.path(), "chain.pem", &[&chain.inter, &chain.root]);
 
         let (code, report, stderr) = verify_json(&cert, &chain_pem, None);
         assert_eq!(code, 0, "{}: {report:#}\n{stderr}", chain.name);
@@ -278,8 +172,8 @@ fn every_kind_of_chain_verifies_and_reports_its_signatures() {
         assert_eq!(signatures, 3, "{}: {report:#}", chain.name);
 
         // The same with an explicit root, and the table for people.
-        let inter = write(dir.path(), "inter.pem", &[&chain.inter]);
-        let root = write(dir.path(), "root.pem", &[&chain.root]);
+        let inter = write_pem(dir.path(), "inter.pem", &[&chain.inter]);
+        let root = write_pem(dir.path(), "root.pem", &[&chain.root]);
         let (code, _, stderr) = verify_json(&cert, &inter, Some(&root));
         assert_eq!(code, 0, "{}: {stderr}", chain.name);
         let out = verify(&[cert.as_os_str(), "--chain".as_ref(), chain_pem.as_os_str()]);
@@ -312,8 +206,8 @@ fn a_flipped_signature_byte_fails_with_exit_6() {
         let mut leaf = chain.leaf.clone();
         let i = leaf.len() - 20;
         leaf[i] ^= 0x01;
-        let cert = write(dir.path(), "cert.pem", &[&leaf]);
-        let chain_pem = write(dir.path(), "chain.pem", &[&chain.inter, &chain.root]);
+        let cert = write_pem(dir.path(), "cert.pem", &[&leaf]);
+        let chain_pem = write_pem(dir.path(), "chain.pem", &[&chain.inter, &chain.root]);
 
         let (code, report, stderr) = verify_json(&cert, &chain_pem, None);
         assert_eq!(code, 6, "{}: {report:#}", chain.name);
@@ -350,8 +244,8 @@ fn a_flipped_signature_byte_fails_with_exit_6() {
 fn a_wrong_root_fails_with_exit_6() {
     let chain = classical();
     let dir = tempfile::tempdir().unwrap();
-    let cert = write(dir.path(), "cert.pem", &[&chain.leaf]);
-    let inter = write(dir.path(), "inter.pem", &[&chain.inter]);
+    let cert = write_pem(dir.path(), "cert.pem", &[&chain.leaf]);
+    let inter = write_pem(dir.path(), "inter.pem", &[&chain.inter]);
     let t = Utc::now();
 
     // Same name, another key: its subjectKeyIdentifier is not the intermediate's
@@ -360,7 +254,7 @@ fn a_wrong_root_fails_with_exit_6() {
     let impostor = create_root("Root", KeyAlgorithm::EcdsaP256, t, t + Duration::days(2))
         .unwrap()
         .cert_der;
-    let roots = write(dir.path(), "impostor.pem", &[&impostor]);
+    let roots = write_pem(dir.path(), "impostor.pem", &[&impostor]);
     let (code, report, _) = verify_json(&cert, &inter, Some(&roots));
     assert_eq!(code, 6, "{report:#}");
     assert_eq!(report["ok"], false);
@@ -375,14 +269,14 @@ fn a_wrong_root_fails_with_exit_6() {
     )
     .unwrap()
     .cert_der;
-    let roots = write(dir.path(), "stranger.pem", &[&stranger]);
+    let roots = write_pem(dir.path(), "stranger.pem", &[&stranger]);
     let (code, report, _) = verify_json(&cert, &inter, Some(&roots));
     assert_eq!(code, 6, "{report:#}");
     assert_eq!(failed_kinds(&report), vec!["path".to_owned()], "{report:#}");
 
     // A chain from another kind's hierarchy, trusted via its own root: no path.
     let other = mldsa();
-    let other_chain = write(dir.path(), "other.pem", &[&other.inter, &other.root]);
+    let other_chain = write_pem(dir.path(), "other.pem", &[&other.inter, &other.root]);
     let (code, report, _) = verify_json(&cert, &other_chain, None);
     assert_eq!(code, 6, "{report:#}");
 }
@@ -391,8 +285,8 @@ fn a_wrong_root_fails_with_exit_6() {
 fn unreadable_input_exits_5_and_no_trust_anchor_exits_2() {
     let chain = classical();
     let dir = tempfile::tempdir().unwrap();
-    let cert = write(dir.path(), "cert.pem", &[&chain.leaf]);
-    let chain_pem = write(dir.path(), "chain.pem", &[&chain.inter, &chain.root]);
+    let cert = write_pem(dir.path(), "cert.pem", &[&chain.leaf]);
+    let chain_pem = write_pem(dir.path(), "chain.pem", &[&chain.inter, &chain.root]);
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "this is not a certificate\n").unwrap();
     let missing = dir.path().join("missing.pem");
@@ -411,7 +305,7 @@ fn unreadable_input_exits_5_and_no_trust_anchor_exits_2() {
     }
 
     // No --chain and no --roots; or a chain that does not end in a root.
-    let inter = write(dir.path(), "inter.pem", &[&chain.inter]);
+    let inter = write_pem(dir.path(), "inter.pem", &[&chain.inter]);
     let out = verify(&[&cert]);
     assert_eq!(out.status.code(), Some(2));
     let out = verify(&[cert.as_os_str(), "--chain".as_ref(), inter.as_os_str()]);

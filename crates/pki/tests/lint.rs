@@ -27,17 +27,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 use serde_json::Value;
-use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
-use sigil_pki::mldsa::{MlDsaKeyPair, MlDsaLevel};
+use sigil_contracts::types::{KeyAlgorithm, Profile};
+use sigil_pki::mldsa::MlDsaLevel;
 use sigil_pki::{
-    CompositeAlg, CompositeKeyPair, CompositeLeafRequest, LeafKey, LeafRequest, MlDsaLeafRequest,
-    SecretKey, create_composite_intermediate, create_composite_root, create_hybrid_intermediate,
-    create_hybrid_root, create_intermediate, create_intermediate_with_key,
-    create_mldsa_intermediate, create_mldsa_root, create_root, create_root_with_key, generate_key,
-    issue_composite_leaf, issue_hybrid_leaf, issue_leaf, issue_mldsa_leaf, parse_csr,
+    CompositeAlg, LeafKey, SecretKey, create_intermediate_with_key, create_root_with_key, parse_csr,
 };
+use sigil_testkit::pki::{ChainKind, ChainSpec, SPIFFE_ID, TestChain, chain, classical_chain_from};
 
 const HINT: &str = "run `scripts/ensure-nats.sh --with-crypto` (installs pkilint into \
                     ~/.cache/sigil/tools/venv), or point $SIGIL_PYTHON at a Python with \
@@ -46,13 +43,7 @@ const HINT: &str = "run `scripts/ensure-nats.sh --with-crypto` (installs pkilint
 /// The Python with pkilint: `$SIGIL_PYTHON`, else the tools venv. Panics (with the
 /// way to install it) when there is none or pkilint is not importable.
 fn python() -> PathBuf {
-    let path = std::env::var_os("SIGIL_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/sigil/tools/venv/bin/python"))
-        })
-        .expect("neither $SIGIL_PYTHON nor $HOME is set");
+    let path = sigil_testkit::pki::python();
     assert!(
         path.exists(),
         "no Python at {} for the RFC 5280 linter: {HINT}",
@@ -78,19 +69,18 @@ fn python() -> PathBuf {
     path
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now() - Duration::minutes(1)
-}
+/// Every chain has one leaf of each of these profiles, named after them.
+const PROFILES: [(Profile, &str); 2] = [
+    (Profile::TlsServer, "leaf-server"),
+    (Profile::TlsClient, "leaf-client"),
+];
 
-fn sans() -> Sans {
-    Sans {
-        dns: vec!["svc.example.com".to_owned()],
-        ip: vec!["10.1.2.3".parse().unwrap()],
-        uri: vec![SPIFFE_ID.to_owned()],
+fn spec() -> ChainSpec {
+    ChainSpec {
+        profiles: PROFILES.iter().map(|(p, _)| *p).collect(),
+        ..ChainSpec::new("Sigil Lint Root", "Sigil Lint Issuing")
     }
 }
-
-const PROFILES: [Profile; 2] = [Profile::TlsServer, Profile::TlsClient];
 
 /// One chain to lint: `certs[0]` is the root, each next one is signed by the one
 /// before, except that every certificate after the intermediate (the leaves) is
@@ -101,6 +91,18 @@ struct Chain {
 }
 
 impl Chain {
+    /// Names the certificates of `built` for the reports.
+    fn named(kind: String, built: TestChain) -> Chain {
+        let mut certs = vec![("root", built.root_der), ("intermediate", built.inter_der)];
+        certs.extend(PROFILES.iter().map(|(_, name)| *name).zip(built.leaf_ders));
+        Chain { kind, certs }
+    }
+
+    /// The chain of `kind`, built with [`spec`].
+    fn of(kind: ChainKind) -> Chain {
+        Chain::named(kind.label(), chain(kind, &spec()))
+    }
+
     /// Index of the issuer of `certs[index]` (the root for itself).
     fn issuer_of(&self, index: usize) -> usize {
         if index <= 1 { 0 } else { 1 }
@@ -115,9 +117,6 @@ struct Finding {
     validator: String,
     message: Option<String>,
 }
-
-/// The SPIFFE ID every test leaf carries as its URI SAN.
-const SPIFFE_ID: &str = "spiffe://example.org/ns/prod/sa/svc";
 
 impl Finding {
     fn is_failure(&self) -> bool {
@@ -271,59 +270,19 @@ fn openssl_rsa_csr(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("leaf.csr")).unwrap()
 }
 
-fn classical_chain(
-    kind: &str,
-    root: sigil_pki::CaMaterial,
-    inter: sigil_pki::CaMaterial,
-    leaf_key: impl Fn() -> LeafKey,
-) -> Chain {
-    let t = now();
-    let mut certs = vec![
-        ("root", root.cert_der.clone()),
-        ("intermediate", inter.cert_der.clone()),
-    ];
-    for (profile, name) in PROFILES.into_iter().zip(["leaf-server", "leaf-client"]) {
-        let leaf = issue_leaf(
-            &inter,
-            &LeafRequest {
-                profile,
-                sans: sans(),
-                common_name: None,
-                not_before: t,
-                not_after: t + Duration::days(1),
-                key: leaf_key(),
-            },
-        )
-        .unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
-        certs.push((name, leaf.cert_der));
-    }
-    Chain {
-        kind: kind.to_owned(),
-        certs,
-    }
-}
-
 #[test]
 fn classical_certificates_lint_clean() {
-    let t = now();
-    let mut chains = Vec::new();
-    for alg in [
+    let mut chains: Vec<Chain> = [
         KeyAlgorithm::EcdsaP256,
         KeyAlgorithm::EcdsaP384,
         KeyAlgorithm::Ed25519,
-    ] {
-        let root = create_root("Sigil Lint Root", alg, t, t + Duration::days(30)).unwrap();
-        let inter =
-            create_intermediate(&root, "Sigil Lint Issuing", alg, t, t + Duration::days(10))
-                .unwrap();
-        chains.push(classical_chain(
-            &format!("classical-{}", alg.as_str()),
-            root,
-            inter,
-            || LeafKey::Generated(generate_key(alg).unwrap()),
-        ));
-    }
+    ]
+    .into_iter()
+    .map(|alg| Chain::of(ChainKind::Classical(alg)))
+    .collect();
     // RSA: CA keys and the leaf's CSR from OpenSSL.
+    let spec = spec();
+    let t = spec.not_before;
     let dir = tempfile::tempdir().unwrap();
     let root = create_root_with_key(
         "Sigil Lint RSA Root",
@@ -341,137 +300,39 @@ fn classical_certificates_lint_clean() {
     )
     .unwrap();
     let csr = parse_csr(&openssl_rsa_csr(dir.path())).unwrap();
-    chains.push(classical_chain("classical-rsa-2048", root, inter, || {
-        LeafKey::Csr(csr.clone())
-    }));
+    let rsa = classical_chain_from(&root, &inter, &spec, || LeafKey::Csr(csr.clone()));
+    chains.push(Chain::named("classical-rsa-2048".to_owned(), rsa));
     lint_chains(&chains);
 }
 
 #[test]
 fn hybrid_certificates_lint_clean() {
-    let t = now();
-    let mut chains = Vec::new();
-    for (alg, level) in [
+    let chains: Vec<Chain> = [
         (KeyAlgorithm::EcdsaP256, MlDsaLevel::L44),
         (KeyAlgorithm::EcdsaP256, MlDsaLevel::L65),
         (KeyAlgorithm::EcdsaP384, MlDsaLevel::L87),
-    ] {
-        let kind = format!("hybrid-{}+{}", alg.as_str(), level.name());
-        let root =
-            create_hybrid_root("Sigil Lint Root", alg, level, t, t + Duration::days(30)).unwrap();
-        let inter = create_hybrid_intermediate(
-            &root,
-            "Sigil Lint Issuing",
-            alg,
-            level,
-            t,
-            t + Duration::days(10),
-        )
-        .unwrap();
-        let mut certs = vec![
-            ("root", root.cert_der().to_vec()),
-            ("intermediate", inter.cert_der().to_vec()),
-        ];
-        for (profile, name) in PROFILES.into_iter().zip(["leaf-server", "leaf-client"]) {
-            let subject_alt = MlDsaKeyPair::generate(level);
-            let leaf = issue_hybrid_leaf(
-                &inter,
-                &LeafRequest {
-                    profile,
-                    sans: sans(),
-                    common_name: None,
-                    not_before: t,
-                    not_after: t + Duration::days(1),
-                    key: LeafKey::Generated(generate_key(alg).unwrap()),
-                },
-                Some((level, subject_alt.public_key().to_vec())),
-            )
-            .unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
-            certs.push((name, leaf.cert_der));
-        }
-        chains.push(Chain { kind, certs });
-    }
+    ]
+    .into_iter()
+    .map(|(alg, level)| Chain::of(ChainKind::Hybrid(alg, level)))
+    .collect();
     lint_chains(&chains);
 }
 
 #[test]
 fn composite_certificates_lint_clean() {
-    let t = now();
-    let mut chains = Vec::new();
-    for alg in CompositeAlg::ALL {
-        let kind = format!("composite-{}", alg.name());
-        let root =
-            create_composite_root("Sigil Lint Root", alg, t, t + Duration::days(30)).unwrap();
-        let inter = create_composite_intermediate(
-            &root,
-            "Sigil Lint Issuing",
-            alg,
-            t,
-            t + Duration::days(10),
-        )
-        .unwrap();
-        let mut certs = vec![
-            ("root", root.cert_der.clone()),
-            ("intermediate", inter.cert_der.clone()),
-        ];
-        for (profile, name) in PROFILES.into_iter().zip(["leaf-server", "leaf-client"]) {
-            let leaf = issue_composite_leaf(
-                &inter,
-                &CompositeLeafRequest {
-                    profile,
-                    sans: sans(),
-                    common_name: None,
-                    not_before: t,
-                    not_after: t + Duration::days(1),
-                    alg,
-                    public_key: CompositeKeyPair::generate(alg).unwrap().public_key(),
-                },
-            )
-            .unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
-            certs.push((name, leaf.cert_der));
-        }
-        chains.push(Chain { kind, certs });
-    }
+    let chains: Vec<Chain> = CompositeAlg::ALL
+        .into_iter()
+        .map(|alg| Chain::of(ChainKind::Composite(alg)))
+        .collect();
     lint_chains(&chains);
 }
 
 #[test]
 fn mldsa_certificates_lint_clean() {
-    let t = now();
-    let mut chains = Vec::new();
-    for level in MlDsaLevel::ALL {
-        let kind = format!("mldsa-{}", level.name());
-        let root = create_mldsa_root("Sigil Lint Root", level, t, t + Duration::days(30)).unwrap();
-        let inter = create_mldsa_intermediate(
-            &root,
-            "Sigil Lint Issuing",
-            level,
-            t,
-            t + Duration::days(10),
-        )
-        .unwrap();
-        let mut certs = vec![
-            ("root", root.cert_der.clone()),
-            ("intermediate", inter.cert_der.clone()),
-        ];
-        for (profile, name) in PROFILES.into_iter().zip(["leaf-server", "leaf-client"]) {
-            let leaf = issue_mldsa_leaf(
-                &inter,
-                &MlDsaLeafRequest {
-                    profile,
-                    sans: sans(),
-                    common_name: None,
-                    not_before: t,
-                    not_after: t + Duration::days(1),
-                    level,
-                    public_key: MlDsaKeyPair::generate(level).public_key().to_vec(),
-                },
-            )
-            .unwrap_or_else(|e| panic!("{kind} {name}: {e}"));
-            certs.push((name, leaf.cert_der));
-        }
-        chains.push(Chain { kind, certs });
-    }
+    let chains: Vec<Chain> = MlDsaLevel::ALL
+        .into_iter()
+        .map(|level| Chain::of(ChainKind::MlDsa(level)))
+        .collect();
     lint_chains(&chains);
 }
 

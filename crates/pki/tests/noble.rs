@@ -25,17 +25,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Duration, Utc};
 use der::Decode as _;
 use serde_json::json;
-use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
-use sigil_pki::mldsa::{MlDsaKeyPair, MlDsaLevel};
-use sigil_pki::{
-    CompositeAlg, CompositeKeyPair, CompositeLeafRequest, LeafKey, LeafRequest, MlDsaLeafRequest,
-    create_composite_intermediate, create_composite_root, create_hybrid_intermediate,
-    create_hybrid_root, create_mldsa_intermediate, create_mldsa_root, generate_key,
-    issue_composite_leaf, issue_hybrid_leaf, issue_mldsa_leaf,
-};
+use sigil_contracts::types::KeyAlgorithm;
+use sigil_pki::CompositeAlg;
+use sigil_pki::mldsa::MlDsaLevel;
+use sigil_testkit::pki::{ChainKind, ChainSpec, TestChain, chain};
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 /// altSignatureValue (ITU-T X.509 §9.8).
@@ -187,16 +182,18 @@ fn run_noble(cases: &[Case]) {
     );
 }
 
-fn now() -> DateTime<Utc> {
-    Utc::now() - Duration::minutes(1)
+/// A root → intermediate → one `tls-server` leaf chain of `kind`.
+fn noble_chain(kind: ChainKind) -> TestChain {
+    chain(kind, &ChainSpec::new("Noble Root", "Noble Issuing"))
 }
 
-fn sans() -> Sans {
-    Sans {
-        dns: vec!["svc.example.com".to_owned()],
-        ip: vec!["10.1.2.3".parse().unwrap()],
-        uri: vec!["spiffe://example.org/ns/prod/sa/svc".to_owned()],
-    }
+/// (name, certificate, its issuer's certificate) for each certificate of `c`.
+fn with_issuers(c: &TestChain) -> [(&'static str, &[u8], &[u8]); 3] {
+    [
+        ("root", &c.root_der, &c.root_der),
+        ("intermediate", &c.inter_der, &c.root_der),
+        ("leaf", c.leaf_der(), &c.inter_der),
+    ]
 }
 
 fn parse(der: &[u8]) -> X509Certificate<'_> {
@@ -240,31 +237,10 @@ fn extension_value<'a>(cert: &'a X509Certificate<'_>, oid: &str) -> &'a [u8] {
 
 #[test]
 fn pure_mldsa_certificate_signatures_verify_with_noble() {
-    let t = now();
     let mut cases = Vec::new();
     for level in MlDsaLevel::ALL {
-        let root = create_mldsa_root("Noble Root", level, t, t + Duration::days(30)).unwrap();
-        let inter =
-            create_mldsa_intermediate(&root, "Noble Issuing", level, t, t + Duration::days(10))
-                .unwrap();
-        let leaf = issue_mldsa_leaf(
-            &inter,
-            &MlDsaLeafRequest {
-                profile: Profile::TlsServer,
-                sans: sans(),
-                common_name: None,
-                not_before: t,
-                not_after: t + Duration::days(1),
-                level,
-                public_key: MlDsaKeyPair::generate(level).public_key().to_vec(),
-            },
-        )
-        .unwrap();
-        for (name, der, issuer_der) in [
-            ("root", &root.cert_der, &root.cert_der),
-            ("intermediate", &inter.cert_der, &root.cert_der),
-            ("leaf", &leaf.cert_der, &inter.cert_der),
-        ] {
+        let c = noble_chain(ChainKind::MlDsa(level));
+        for (name, der, issuer_der) in with_issuers(&c) {
             let cert = parse(der);
             let (tbs, sig_oid, sig) = signed_parts(&cert);
             let (key_oid, pk) = subject_key(&parse(issuer_der));
@@ -285,41 +261,14 @@ fn pure_mldsa_certificate_signatures_verify_with_noble() {
 
 #[test]
 fn hybrid_alternative_signatures_verify_with_noble() {
-    let t = now();
     let mut cases = Vec::new();
     for (alg, level) in [
         (KeyAlgorithm::EcdsaP256, MlDsaLevel::L44),
         (KeyAlgorithm::EcdsaP256, MlDsaLevel::L65),
         (KeyAlgorithm::EcdsaP384, MlDsaLevel::L87),
     ] {
-        let root = create_hybrid_root("Noble Root", alg, level, t, t + Duration::days(30)).unwrap();
-        let inter = create_hybrid_intermediate(
-            &root,
-            "Noble Issuing",
-            alg,
-            level,
-            t,
-            t + Duration::days(10),
-        )
-        .unwrap();
-        let leaf = issue_hybrid_leaf(
-            &inter,
-            &LeafRequest {
-                profile: Profile::TlsServer,
-                sans: sans(),
-                common_name: None,
-                not_before: t,
-                not_after: t + Duration::days(1),
-                key: LeafKey::Generated(generate_key(alg).unwrap()),
-            },
-            Some((level, MlDsaKeyPair::generate(level).public_key().to_vec())),
-        )
-        .unwrap();
-        for (name, der, issuer_der) in [
-            ("root", root.cert_der(), root.cert_der()),
-            ("intermediate", inter.cert_der(), root.cert_der()),
-            ("leaf", leaf.cert_der.as_slice(), inter.cert_der()),
-        ] {
+        let c = noble_chain(ChainKind::Hybrid(alg, level));
+        for (name, der, issuer_der) in with_issuers(&c) {
             let cert = parse(der);
             // altSignatureValue ::= BIT STRING
             let alt_sig =
@@ -358,32 +307,11 @@ fn hybrid_alternative_signatures_verify_with_noble() {
 
 #[test]
 fn composite_mldsa_components_verify_with_noble() {
-    let t = now();
     let mut cases = Vec::new();
     for alg in CompositeAlg::ALL {
         let level = alg.mldsa_level();
-        let root = create_composite_root("Noble Root", alg, t, t + Duration::days(30)).unwrap();
-        let inter =
-            create_composite_intermediate(&root, "Noble Issuing", alg, t, t + Duration::days(10))
-                .unwrap();
-        let leaf = issue_composite_leaf(
-            &inter,
-            &CompositeLeafRequest {
-                profile: Profile::TlsServer,
-                sans: sans(),
-                common_name: None,
-                not_before: t,
-                not_after: t + Duration::days(1),
-                alg,
-                public_key: CompositeKeyPair::generate(alg).unwrap().public_key(),
-            },
-        )
-        .unwrap();
-        for (name, der, issuer_der) in [
-            ("root", &root.cert_der, &root.cert_der),
-            ("intermediate", &inter.cert_der, &root.cert_der),
-            ("leaf", &leaf.cert_der, &inter.cert_der),
-        ] {
+        let c = noble_chain(ChainKind::Composite(alg));
+        for (name, der, issuer_der) in with_issuers(&c) {
             let cert = parse(der);
             let (tbs, sig_oid, sig) = signed_parts(&cert);
             let (key_oid, composite_pk) = subject_key(&parse(issuer_der));

@@ -8,6 +8,8 @@
 //! - [`TestDb`]: a throwaway SQLite database, or a fresh PostgreSQL database when
 //!   `SIGIL_TEST_DATABASE_URL` is set.
 //! - [`eventually`] / [`eventually_ok`]: poll until a condition holds instead of sleeping.
+//! - [`pki`]: root → intermediate → leaf chains of every certificate kind sigil-pki
+//!   issues, and PEM files of them.
 //!
 //! Environment:
 //! - `SIGIL_NATS_SERVER`: path of the nats-server binary to use.
@@ -22,6 +24,7 @@
 mod db;
 mod eventually;
 mod nats;
+pub mod pki;
 
 pub use db::TestDb;
 pub use eventually::{eventually, eventually_ok};

@@ -1026,11 +1026,20 @@ mod tests {
         (dir, db)
     }
 
+    /// [`db`], CA keys sealed under a fresh KEK, and the time to create CAs at.
+    async fn setup() -> (
+        tempfile::TempDir,
+        DatabaseConnection,
+        SealedKeys,
+        chrono::DateTime<Utc>,
+    ) {
+        let (dir, db) = db().await;
+        (dir, db, SealedKeys::new(Kek::generate()), Utc::now())
+    }
+
     #[tokio::test]
     async fn a_second_hierarchy_loses_on_the_unique_index() {
-        let (_dir, db) = db().await;
-        let keys = SealedKeys::new(Kek::generate());
-        let now = Utc::now();
+        let (_dir, db, keys, now) = setup().await;
         let first = create(&db, &keys, SPEC, "T", now, false)
             .await
             .ok()
@@ -1097,9 +1106,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_kind_round_trips_and_lists() {
-        let (_dir, db) = db().await;
-        let keys = SealedKeys::new(Kek::generate());
-        let now = Utc::now();
+        let (_dir, db, keys, now) = setup().await;
         for kind in CaKind::ALL {
             let spec = CaSpec::parse(kind, None).unwrap();
             let created = create(&db, &keys, spec, "T", now, true).await.ok().unwrap();
@@ -1135,9 +1142,7 @@ mod tests {
     #[tokio::test]
     async fn slots_migration_maps_active_to_current_and_retires_the_rest() {
         use sea_orm_migration::MigratorTrait as _;
-        let (_dir, db) = db().await;
-        let keys = SealedKeys::new(Kek::generate());
-        let now = Utc::now();
+        let (_dir, db, keys, now) = setup().await;
         let first = create(&db, &keys, SPEC, "T", now, false)
             .await
             .ok()

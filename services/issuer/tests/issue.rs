@@ -25,28 +25,24 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, Statement};
+use sigil_bus::ClientError;
 use sigil_bus::service::Router;
-use sigil_bus::{Bus, ClientError, Runtime};
 use sigil_contracts::event::{CloudEvent, EventKind, IdentityIssued};
-use sigil_contracts::issuer::{
-    CaInitRequest, CaListRequest, CaListResponse, CaRole, IssueRequest, IssueResponse,
-};
+use sigil_contracts::issuer::{CaInitRequest, CaListResponse, CaRole, IssueRequest, IssueResponse};
 use sigil_contracts::policy::{Constraints, Decision, EvaluateRequest};
 use sigil_contracts::subjects::{
-    EVENTS_STREAM, ISSUER_CA_INIT, ISSUER_CA_LIST, ISSUER_ISSUE, POLICY_EVALUATE, Service,
-    event_subject,
+    EVENTS_STREAM, ISSUER_CA_INIT, ISSUER_ISSUE, POLICY_EVALUATE, Service, event_subject,
 };
 use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile, Sans};
 use sigil_contracts::{ErrorCode, Reply, WireError};
 use sigil_issuer::{Config, Error};
 use sigil_pki::{SignatureKind, VerifyReport};
-use sigil_telemetry::{Health, Metrics};
-use sigil_testkit::{NatsServer, TestDb, eventually, eventually_ok};
-use tempfile::TempDir;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use sigil_testkit::eventually;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{Base as Harness, Running, TIMEOUT, der, sigil_verify};
+
 const DAY: i64 = 86_400;
 /// The fake policy's maximum lifetime.
 const FAKE_MAX_TTL: i64 = 30 * DAY;
@@ -86,68 +82,22 @@ fn fake_policy() -> Router {
     )
 }
 
-struct Issuer {
-    stop: CancellationToken,
-    task: JoinHandle<Result<(), Error>>,
-}
-
-struct Harness {
-    _nats: NatsServer,
-    bus: Bus,
-    db: TestDb,
-    data_dir: TempDir,
-    policy_stop: CancellationToken,
-}
-
 impl Harness {
     async fn start(with_policy: bool) -> Harness {
-        let nats = NatsServer::start().await;
-        let bus = Bus::connect(&nats.url(), "issuer-test").await.unwrap();
-        let policy_stop = CancellationToken::new();
-        if with_policy {
-            let (bus, stop) = (bus.clone(), policy_stop.clone());
-            tokio::spawn(async move { fake_policy().serve(&bus, Metrics::new(), stop).await });
-        }
-        Harness {
-            _nats: nats,
-            bus,
-            db: TestDb::from_env_or_sqlite().await,
-            data_dir: tempfile::tempdir().unwrap(),
-            policy_stop,
-        }
+        Harness::launch("issuer-test", with_policy.then(fake_policy)).await
     }
 
     fn config(&self) -> Config {
         Config {
-            database_url: self.db.url().to_owned(),
-            data_dir: self.data_dir.path().to_owned(),
             kek: None,
-            ca_common_name: "Sigil Test".into(),
             policy_timeout: Duration::from_secs(5),
-            ..Config::default()
+            ..self.base_config("Sigil Test")
         }
     }
 
-    fn spawn(&self, config: Config) -> Issuer {
-        let rt = Runtime::new(self.bus.clone(), Metrics::new(), Health::new());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(sigil_issuer::run(config, rt, stop.clone()));
-        Issuer { stop, task }
-    }
-
     /// Start an issuer and wait until it answers.
-    async fn issuer(&self) -> Issuer {
-        let issuer = self.spawn(self.config());
-        self.wait_ready().await;
-        issuer
-    }
-
-    async fn wait_ready(&self) {
-        let probe = Bytes::from_static(b"{}");
-        eventually_ok(Duration::from_secs(20), "issuer answers", || {
-            self.bus.request_raw(ISSUER_ISSUE, probe.clone(), TIMEOUT)
-        })
-        .await;
+    async fn issuer(&self) -> Running {
+        self.start_issuer(self.config()).await
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<IssueResponse, WireError> {
@@ -155,13 +105,6 @@ impl Harness {
             .request::<_, IssueResponse>(ISSUER_ISSUE, req, TIMEOUT)
             .await
             .map_err(ClientError::into_wire)
-    }
-
-    async fn ca_list(&self) -> CaListResponse {
-        self.bus
-            .request(ISSUER_CA_LIST, &CaListRequest {}, TIMEOUT)
-            .await
-            .unwrap()
     }
 
     async fn ca_init(&self, req: &CaInitRequest) -> Result<CaListResponse, WireError> {
@@ -225,17 +168,6 @@ impl Harness {
         info["state"]["subjects"]
             .as_object()
             .map_or(0, |m| m.values().filter_map(|n| n.as_u64()).sum())
-    }
-}
-
-impl Issuer {
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(TIMEOUT, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
     }
 }
 
@@ -733,7 +665,7 @@ async fn ca_keys_are_sealed_and_the_ca_survives_restarts() {
 #[tokio::test]
 async fn racing_first_starts_share_one_hierarchy() {
     let h = Harness::start(true).await;
-    let issuers: Vec<Issuer> = (0..3).map(|_| h.spawn(h.config())).collect();
+    let issuers: Vec<Running> = (0..3).map(|_| h.spawn(h.config())).collect();
     h.wait_ready().await;
     // Every instance must come up; give the slower ones time to serve too.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -758,22 +690,6 @@ async fn racing_first_starts_share_one_hierarchy() {
     for i in issuers {
         i.stop().await;
     }
-}
-
-fn der(pem: &str) -> Vec<u8> {
-    sigil_pki::pem::decode(pem, &["CERTIFICATE"]).unwrap()
-}
-
-/// Sigil's own verifier over the reply's chain; every check must pass.
-fn sigil_verify(resp: &IssueResponse) -> VerifyReport {
-    let report = sigil_pki::verify_chain(
-        &der(&resp.certificate_pem),
-        &[der(&resp.chain_pem[0])],
-        &[der(&resp.chain_pem[1])],
-        chrono::Utc::now(),
-    );
-    assert!(report.ok, "{report:#?}");
-    report
 }
 
 /// How many checks of `kind` passed on the path.

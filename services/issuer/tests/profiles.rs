@@ -14,85 +14,34 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
-use std::time::Duration;
 
 use sea_orm::{ConnectionTrait as _, Statement};
-use sigil_bus::service::Router;
-use sigil_bus::{Bus, ClientError, Runtime};
-use sigil_contracts::issuer::{CaListRequest, CaListResponse, CaRole, IssueRequest, IssueResponse};
-use sigil_contracts::policy::{Constraints, Decision, EvaluateRequest};
-use sigil_contracts::subjects::{ISSUER_CA_LIST, ISSUER_ISSUE, POLICY_EVALUATE, Service};
+use sigil_bus::ClientError;
+use sigil_contracts::issuer::{CaRole, IssueRequest, IssueResponse};
+use sigil_contracts::subjects::ISSUER_ISSUE;
 use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile, Sans};
 use sigil_contracts::{ErrorCode, WireError};
 use sigil_issuer::Config;
-use sigil_telemetry::{Health, Metrics};
-use sigil_testkit::{NatsServer, TestDb, eventually_ok};
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+mod common;
+
+use common::{Base as Harness, TIMEOUT, allow_all, sigil_verify};
+
 const SVID: &str = "spiffe://example.org/ns/prod/sa/web";
-
-fn allow_all() -> Router {
-    Router::new(Service::Policy, "allow-all policy for profile tests").route(
-        POLICY_EVALUATE,
-        |req: EvaluateRequest| async move {
-            Ok::<_, WireError>(Decision {
-                allowed: true,
-                reasons: vec![],
-                constraints: Constraints {
-                    ttl_seconds: req.ttl_seconds,
-                    ttl_clamped: false,
-                },
-                policy_version: "allow-all".into(),
-            })
-        },
-    )
-}
-
-struct Harness {
-    _nats: NatsServer,
-    bus: Bus,
-    db: TestDb,
-    _data_dir: TempDir,
-    stop: CancellationToken,
-}
 
 impl Harness {
     async fn start(kind: CaKind) -> Harness {
-        let nats = NatsServer::start().await;
-        let bus = Bus::connect(&nats.url(), "profiles-test").await.unwrap();
-        let stop = CancellationToken::new();
-        {
-            let (bus, stop) = (bus.clone(), stop.clone());
-            tokio::spawn(async move { allow_all().serve(&bus, Metrics::new(), stop).await });
-        }
-        let db = TestDb::from_env_or_sqlite().await;
-        let data_dir = tempfile::tempdir().unwrap();
+        let base = Harness::launch("profiles-test", Some(allow_all("allow-all"))).await;
         let config = Config {
-            database_url: db.url().to_owned(),
-            data_dir: data_dir.path().to_owned(),
-            ca_common_name: "Sigil Profiles".into(),
             ca_kind: kind,
             crl_base_url: Some("http://sigil.example/crl/".into()),
             ocsp_base_url: Some("http://sigil.example/ocsp".into()),
-            ..Config::default()
+            ..base.base_config("Sigil Profiles")
         };
-        let rt = Runtime::new(bus.clone(), Metrics::new(), Health::new());
-        tokio::spawn(sigil_issuer::run(config, rt, stop.clone()));
-        let h = Harness {
-            _nats: nats,
-            bus,
-            db,
-            _data_dir: data_dir,
-            stop,
-        };
-        eventually_ok(Duration::from_secs(20), "issuer answers", || {
-            h.bus
-                .request::<_, CaListResponse>(ISSUER_CA_LIST, &CaListRequest {}, TIMEOUT)
-        })
-        .await;
-        h
+        // Stopped with the policy when the harness is dropped.
+        base.spawn_until(config, base.policy_stop.clone());
+        base.wait_ready().await;
+        base
     }
 
     async fn issue(&self, req: &IssueRequest) -> Result<IssueResponse, WireError> {
@@ -107,12 +56,9 @@ impl Harness {
     }
 
     async fn intermediate_id(&self) -> String {
-        let list: CaListResponse = self
-            .bus
-            .request(ISSUER_CA_LIST, &CaListRequest {}, TIMEOUT)
+        self.ca_list()
             .await
-            .unwrap();
-        list.cas
+            .cas
             .into_iter()
             .find(|c| c.active && c.role == CaRole::Intermediate)
             .unwrap()
@@ -155,12 +101,6 @@ impl Harness {
             .await;
         assert_eq!(rows.len(), 1, "one intent for {serial}");
         rows[0].try_get::<String>("", "state").unwrap()
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
@@ -224,17 +164,6 @@ fn assert_has(text: &str, needles: &[&str]) {
     for needle in needles {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
-}
-
-fn sigil_verify(resp: &IssueResponse) {
-    let der = |pem: &str| sigil_pki::pem::decode(pem, &["CERTIFICATE"]).unwrap();
-    let report = sigil_pki::verify_chain(
-        &der(&resp.certificate_pem),
-        &[der(&resp.chain_pem[0])],
-        &[der(&resp.chain_pem[1])],
-        chrono::Utc::now(),
-    );
-    assert!(report.ok, "{report:#?}");
 }
 
 async fn check_profiles(h: &Harness, openssl_verifies: bool) {

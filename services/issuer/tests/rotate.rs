@@ -6,104 +6,30 @@
 //! the slots.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use sigil_bus::service::Router;
-use sigil_bus::{Bus, ClientError, Runtime};
+use sigil_bus::ClientError;
 use sigil_contracts::event::{CaBundleChanged, CloudEvent, EventKind};
 use sigil_contracts::issuer::{
-    BundleChangeReason, CaInfo, CaListRequest, CaListResponse, CaRole, CaRotateRequest,
-    CaRotateResponse, CaState, IssueRequest, IssueResponse, RotateStep, TrustBundle,
-    TrustBundleRequest,
+    BundleChangeReason, CaInfo, CaRole, CaRotateRequest, CaRotateResponse, CaState, IssueRequest,
+    IssueResponse, RotateStep, TrustBundle, TrustBundleRequest,
 };
-use sigil_contracts::policy::{Constraints, Decision, EvaluateRequest};
 use sigil_contracts::subjects::{
-    EVENTS_STREAM, ISSUER_CA_LIST, ISSUER_CA_ROTATE, ISSUER_ISSUE, ISSUER_TRUST_BUNDLE,
-    POLICY_EVALUATE, Service, event_subject,
+    EVENTS_STREAM, ISSUER_CA_ROTATE, ISSUER_ISSUE, ISSUER_TRUST_BUNDLE, event_subject,
 };
 use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
 use sigil_contracts::{ErrorCode, WireError};
-use sigil_issuer::{Config, Error};
-use sigil_telemetry::{Health, Metrics};
-use sigil_testkit::{NatsServer, TestDb, eventually, eventually_ok};
-use tempfile::TempDir;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use sigil_testkit::eventually;
 
-const TIMEOUT: Duration = Duration::from_secs(10);
+mod common;
 
-struct Harness {
-    _nats: NatsServer,
-    bus: Bus,
-    db: TestDb,
-    data_dir: TempDir,
-}
-
-struct Running {
-    stop: CancellationToken,
-    task: JoinHandle<Result<(), Error>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        tokio::time::timeout(TIMEOUT, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-}
+use common::{Base as Harness, Running, TIMEOUT, allow_all};
 
 impl Harness {
     async fn start() -> Harness {
-        let nats = NatsServer::start().await;
-        let bus = Bus::connect(&nats.url(), "rotate-test").await.unwrap();
-        let policy = Router::new(Service::Policy, "allow-all policy").route(
-            POLICY_EVALUATE,
-            |req: EvaluateRequest| async move {
-                Ok::<_, WireError>(Decision {
-                    allowed: true,
-                    reasons: vec![],
-                    constraints: Constraints {
-                        ttl_seconds: req.ttl_seconds,
-                        ttl_clamped: false,
-                    },
-                    policy_version: "test".into(),
-                })
-            },
-        );
-        let policy_bus = bus.clone();
-        tokio::spawn(async move {
-            policy
-                .serve(&policy_bus, Metrics::new(), CancellationToken::new())
-                .await
-        });
-        Harness {
-            _nats: nats,
-            bus,
-            db: TestDb::from_env_or_sqlite().await,
-            data_dir: tempfile::tempdir().unwrap(),
-        }
+        Harness::launch("rotate-test", Some(allow_all("test"))).await
     }
 
     async fn issuer(&self) -> Running {
-        let config = Config {
-            database_url: self.db.url().to_owned(),
-            data_dir: self.data_dir.path().to_owned(),
-            ca_common_name: "Sigil Rotate".into(),
-            ..Config::default()
-        };
-        let rt = Runtime::new(self.bus.clone(), Metrics::new(), Health::new());
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(sigil_issuer::run(config, rt, stop.clone()));
-        let probe = Bytes::from_static(b"{}");
-        eventually_ok(Duration::from_secs(20), "issuer answers", || {
-            self.bus.request_raw(ISSUER_ISSUE, probe.clone(), TIMEOUT)
-        })
-        .await;
-        Running { stop, task }
+        self.start_issuer(self.base_config("Sigil Rotate")).await
     }
 
     async fn issue(&self, name: &str, ttl_seconds: i64) -> IssueResponse {
@@ -137,12 +63,9 @@ impl Harness {
     }
 
     async fn intermediates(&self) -> Vec<CaInfo> {
-        let list: CaListResponse = self
-            .bus
-            .request(ISSUER_CA_LIST, &CaListRequest {}, TIMEOUT)
+        self.ca_list()
             .await
-            .unwrap();
-        list.cas
+            .cas
             .into_iter()
             .filter(|c| c.role == CaRole::Intermediate)
             .collect()
