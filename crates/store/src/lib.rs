@@ -135,12 +135,7 @@ pub async fn connect(url: &str, service: &str) -> Result<DatabaseConnection, Sto
                 std::fs::create_dir_all(parent)
                     .map_err(|e| err(DbErr::Custom(format!("create {}: {e}", parent.display()))))?;
             }
-            // One connection per service database: SQLite has one writer at a time,
-            // and a second pooled connection that wants the write lock waits in
-            // SQLite's busy handler, which sleeps (1, 2, 5 … ms). Measured with
-            // `sigil bench issue` (issuer + policy, c16): p99 207 ms → 67 ms and
-            // +15 % throughput. PostgreSQL keeps a pool.
-            opts.max_connections(1).min_connections(1);
+            opts.max_connections(8).min_connections(1);
             opts.map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_secs(30))
