@@ -41,11 +41,67 @@ pub struct CaMaterial {
 
 impl fmt::Debug for CaMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CaMaterial")
-            .field("subject", &self.subject)
-            .field("not_before", &self.not_before)
-            .field("not_after", &self.not_after)
-            .field("key", &self.key)
+        CaCertInfo::debug_fields(
+            f,
+            "CaMaterial",
+            &self.subject,
+            &self.not_before,
+            &self.not_after,
+            &self.key,
+        )
+    }
+}
+
+/// What every CA-material type keeps from its certificate besides the DER: the PEM
+/// re-encoding, the subject and the validity.
+pub(crate) struct CaCertInfo {
+    pub(crate) cert_pem: String,
+    pub(crate) subject: String,
+    pub(crate) not_before: DateTime<Utc>,
+    pub(crate) not_after: DateTime<Utc>,
+}
+
+impl CaCertInfo {
+    /// Parses `cert_der`, runs `check` on it (CA and key checks), then reads the
+    /// subject and validity and re-encodes the certificate as PEM.
+    pub(crate) fn read(
+        cert_der: &[u8],
+        check: impl FnOnce(&X509Certificate<'_>) -> Result<(), PkiError>,
+    ) -> Result<CaCertInfo, PkiError> {
+        let cert = parse_certificate(cert_der)?;
+        check(&cert)?;
+        let subject = cert.subject().to_string();
+        let not_before = from_asn1_time(&cert.validity().not_before)?;
+        let not_after = from_asn1_time(&cert.validity().not_after)?;
+        drop(cert);
+        Ok(CaCertInfo {
+            cert_pem: pem::encode("CERTIFICATE", cert_der),
+            subject,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// Decodes one PEM `CERTIFICATE` to DER.
+    pub(crate) fn decode_pem(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
+        pem::decode(cert_pem, &["CERTIFICATE"]).map_err(PkiError::Encoding)
+    }
+
+    /// The `Debug` form shared by the CA-material types: subject, validity and the
+    /// key's own (redacting) `Debug`, never key bytes.
+    pub(crate) fn debug_fields(
+        f: &mut fmt::Formatter<'_>,
+        name: &str,
+        subject: &str,
+        not_before: &DateTime<Utc>,
+        not_after: &DateTime<Utc>,
+        key: &dyn fmt::Debug,
+    ) -> fmt::Result {
+        f.debug_struct(name)
+            .field("subject", &subject)
+            .field("not_before", not_before)
+            .field("not_after", not_after)
+            .field("key", key)
             .finish_non_exhaustive()
     }
 }
@@ -56,26 +112,22 @@ impl CaMaterial {
     /// sign certificates ([`PkiError::Lint`]) or the key is not the certificate's
     /// ([`PkiError::KeyMismatch`]).
     pub fn from_parts(cert_pem: &str, key: SecretKey) -> Result<Self, PkiError> {
-        let der = pem::decode(cert_pem, &["CERTIFICATE"]).map_err(PkiError::Encoding)?;
-        CaMaterial::from_der(der, key)
+        CaMaterial::from_der(CaCertInfo::decode_pem(cert_pem)?, key)
     }
 
     /// As [`CaMaterial::from_parts`], from DER.
     pub fn from_der(cert_der: Vec<u8>, key: SecretKey) -> Result<Self, PkiError> {
-        let cert = parse_certificate(&cert_der)?;
-        check_is_ca(&cert)?;
-        check_key_matches(&cert, &key.key_pair()?)?;
-        let subject = cert.subject().to_string();
-        let not_before = from_asn1_time(&cert.validity().not_before)?;
-        let not_after = from_asn1_time(&cert.validity().not_after)?;
-        drop(cert);
+        let info = CaCertInfo::read(&cert_der, |cert| {
+            check_is_ca(cert)?;
+            check_key_matches(cert, &key.key_pair()?)
+        })?;
         Ok(CaMaterial {
-            cert_pem: pem::encode("CERTIFICATE", &cert_der),
+            cert_pem: info.cert_pem,
             cert_der,
             key,
-            subject,
-            not_before,
-            not_after,
+            subject: info.subject,
+            not_before: info.not_before,
+            not_after: info.not_after,
         })
     }
 

@@ -43,7 +43,7 @@ use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
 
-use crate::ca::MAX_COMMON_NAME;
+use crate::ca::{CaCertInfo, MAX_COMMON_NAME};
 use crate::error::PkiError;
 use crate::facts::{certificate_facts, from_asn1_time, parse_certificate, random_serial};
 use crate::leaf::IssuedCert;
@@ -464,12 +464,14 @@ pub struct PqCaMaterial {
 
 impl fmt::Debug for PqCaMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PqCaMaterial")
-            .field("subject", &self.subject)
-            .field("not_before", &self.not_before)
-            .field("not_after", &self.not_after)
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        CaCertInfo::debug_fields(
+            f,
+            "PqCaMaterial",
+            &self.subject,
+            &self.not_before,
+            &self.not_after,
+            &self.key,
+        )
     }
 }
 
@@ -478,35 +480,24 @@ impl PqCaMaterial {
     /// certificate is not a CA allowed to sign certificates ([`PkiError::Lint`]) or
     /// its SPKI is not exactly the RFC 9881 SPKI of `key` ([`PkiError::KeyMismatch`]).
     pub fn from_der(cert_der: Vec<u8>, key: MlDsaKeyPair) -> Result<Self, PkiError> {
-        let cert = parse_certificate(&cert_der)?;
-        check_can_sign_certificates(&cert)?;
-        let expected = mldsa_spki(key.level(), key.public_key())?
-            .to_der()
-            .map_err(der_err)?;
-        if cert.public_key().raw != expected.as_slice() {
-            return Err(PkiError::KeyMismatch(format!(
-                "{} key pair does not belong to the CA certificate",
-                key.level().name()
-            )));
-        }
-        let subject = cert.subject().to_string();
-        let not_before = from_asn1_time(&cert.validity().not_before)?;
-        let not_after = from_asn1_time(&cert.validity().not_after)?;
-        drop(cert);
+        let info = read_signer_ca_cert(
+            &cert_der,
+            || mldsa_spki(key.level(), key.public_key()),
+            key.level().name(),
+        )?;
         Ok(PqCaMaterial {
-            cert_pem: pem::encode("CERTIFICATE", &cert_der),
+            cert_pem: info.cert_pem,
             cert_der,
             key,
-            subject,
-            not_before,
-            not_after,
+            subject: info.subject,
+            not_before: info.not_before,
+            not_after: info.not_after,
         })
     }
 
     /// As [`PqCaMaterial::from_der`], from one PEM `CERTIFICATE`.
     pub fn from_pem(cert_pem: &str, key: MlDsaKeyPair) -> Result<Self, PkiError> {
-        let der = pem::decode(cert_pem, &["CERTIFICATE"]).map_err(PkiError::Encoding)?;
-        PqCaMaterial::from_der(der, key)
+        PqCaMaterial::from_der(CaCertInfo::decode_pem(cert_pem)?, key)
     }
 
     /// Subject distinguished name (RFC 4514-style string).
@@ -538,12 +529,7 @@ pub fn create_mldsa_root(
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
 ) -> Result<PqCaMaterial, PkiError> {
-    check_ca_common_name(common_name)?;
-    let key = MlDsaKeyPair::generate(level);
-    let template = CertTemplate::ca(common_name, not_before, not_after, None);
-    let spki = CertSigner::subject_public_key_info(&key)?;
-    let der = build_certificate(&template, &spki, CertIssuer::SelfSigned, &key)?;
-    PqCaMaterial::from_der(der, key)
+    create_ca_root::<PqCaMaterial>(common_name, level, not_before, not_after)
 }
 
 /// Creates an ML-DSA intermediate CA with a fresh key of `level`, signed by `parent`.
@@ -557,27 +543,131 @@ pub fn create_mldsa_intermediate(
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
 ) -> Result<PqCaMaterial, PkiError> {
-    check_ca_common_name(common_name)?;
-    let key = MlDsaKeyPair::generate(level);
-    let template = CertTemplate::ca(common_name, not_before, not_after, Some(0));
-    if subject_name(Some(common_name))?.to_der().map_err(der_err)?
-        == issuer_info(&parent.cert_der, &template)?
-            .name
-            .to_der()
-            .map_err(der_err)?
-    {
-        return Err(PkiError::Lint(
-            "intermediate must not have the same subject as its parent".to_owned(),
-        ));
+    create_ca_intermediate(parent, common_name, level, not_before, not_after)
+}
+
+impl CaKind for PqCaMaterial {
+    type Key = MlDsaKeyPair;
+    type Alg = MlDsaLevel;
+
+    fn check_common_name(common_name: &str) -> Result<(), PkiError> {
+        check_ca_common_name(common_name)
     }
+
+    fn check_not_parent_subject(
+        parent_der: &[u8],
+        common_name: &str,
+        template: &CertTemplate,
+    ) -> Result<(), PkiError> {
+        if subject_name(Some(common_name))?.to_der().map_err(der_err)?
+            == issuer_info(parent_der, template)?
+                .name
+                .to_der()
+                .map_err(der_err)?
+        {
+            return Err(PkiError::Lint(
+                "intermediate must not have the same subject as its parent".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn generate(level: MlDsaLevel) -> Result<MlDsaKeyPair, PkiError> {
+        Ok(MlDsaKeyPair::generate(level))
+    }
+
+    fn from_der(cert_der: Vec<u8>, key: MlDsaKeyPair) -> Result<Self, PkiError> {
+        PqCaMaterial::from_der(cert_der, key)
+    }
+
+    fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    fn key(&self) -> &MlDsaKeyPair {
+        &self.key
+    }
+}
+
+/// A CA-material type whose key is a [`CertSigner`] (ML-DSA, composite): what
+/// [`create_ca_root`] and [`create_ca_intermediate`] need to make one.
+pub(crate) trait CaKind: Sized {
+    /// The CA's key pair.
+    type Key: CertSigner;
+    /// What selects a fresh key (parameter set, composite algorithm).
+    type Alg;
+
+    /// Checks a new CA's common name before anything is generated.
+    fn check_common_name(common_name: &str) -> Result<(), PkiError>;
+    /// Refuses an intermediate that would repeat its parent's subject.
+    fn check_not_parent_subject(
+        parent_der: &[u8],
+        common_name: &str,
+        template: &CertTemplate,
+    ) -> Result<(), PkiError>;
+    fn generate(alg: Self::Alg) -> Result<Self::Key, PkiError>;
+    fn from_der(cert_der: Vec<u8>, key: Self::Key) -> Result<Self, PkiError>;
+    fn cert_der(&self) -> &[u8];
+    fn key(&self) -> &Self::Key;
+}
+
+/// Creates a self-signed root CA of kind `M` with a fresh key of `alg`.
+pub(crate) fn create_ca_root<M: CaKind>(
+    common_name: &str,
+    alg: M::Alg,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<M, PkiError> {
+    M::check_common_name(common_name)?;
+    let key = M::generate(alg)?;
+    let template = CertTemplate::ca(common_name, not_before, not_after, None);
+    let spki = CertSigner::subject_public_key_info(&key)?;
+    let der = build_certificate(&template, &spki, CertIssuer::SelfSigned, &key)?;
+    M::from_der(der, key)
+}
+
+/// Creates an intermediate CA of kind `M` with a fresh key of `alg`, signed by
+/// `parent` (pathLenConstraint 0, authorityKeyIdentifier).
+pub(crate) fn create_ca_intermediate<M: CaKind>(
+    parent: &M,
+    common_name: &str,
+    alg: M::Alg,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+) -> Result<M, PkiError> {
+    M::check_common_name(common_name)?;
+    let template = CertTemplate::ca(common_name, not_before, not_after, Some(0));
+    M::check_not_parent_subject(parent.cert_der(), common_name, &template)?;
+    let key = M::generate(alg)?;
     let spki = CertSigner::subject_public_key_info(&key)?;
     let der = build_certificate(
         &template,
         &spki,
-        CertIssuer::Cert(&parent.cert_der),
-        &parent.key,
+        CertIssuer::Cert(parent.cert_der()),
+        parent.key(),
     )?;
-    PqCaMaterial::from_der(der, key)
+    M::from_der(der, key)
+}
+
+/// [`CaCertInfo::read`] for a [`CertSigner`] CA: the certificate must be a CA allowed
+/// to sign certificates ([`PkiError::Lint`]) whose SPKI is exactly `expected_spki`
+/// ([`PkiError::KeyMismatch`], naming the key's algorithm `alg_name`).
+pub(crate) fn read_signer_ca_cert(
+    cert_der: &[u8],
+    expected_spki: impl FnOnce() -> Result<SubjectPublicKeyInfoOwned, PkiError>,
+    alg_name: impl fmt::Display,
+) -> Result<CaCertInfo, PkiError> {
+    CaCertInfo::read(cert_der, |cert| {
+        check_can_sign_certificates(cert)?;
+        let expected = expected_spki()?.to_der().map_err(der_err)?;
+        if cert.public_key().raw != expected.as_slice() {
+            return Err(PkiError::KeyMismatch(format!(
+                "{} key pair does not belong to the CA certificate",
+                alg_name
+            )));
+        }
+        Ok(())
+    })
 }
 
 /// What ML-DSA leaf to issue. The caller (policy) has decided every field; the

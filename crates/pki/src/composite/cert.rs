@@ -10,18 +10,19 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use const_oid::ObjectIdentifier;
-use der::Encode as _;
 use der::asn1::BitString;
 use sigil_contracts::types::{Profile, Sans};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 
 use super::{CompositeAlg, CompositeKeyPair};
 use crate::PkiError;
+use crate::ca::CaCertInfo;
 use crate::ca::MAX_COMMON_NAME;
-use crate::facts::{from_asn1_time, parse_certificate};
+use crate::facts::parse_certificate;
 use crate::leaf::IssuedCert;
-use crate::pem;
-use crate::pqcert::{CertIssuer, CertSigner, CertTemplate, build_certificate};
+use crate::pqcert::{
+    CaKind, CertSigner, CertTemplate, create_ca_intermediate, create_ca_root, read_signer_ca_cert,
+};
 use crate::prepared::PreparedCert;
 use crate::profile::LeafOptions;
 
@@ -91,12 +92,14 @@ pub struct CompositeCaMaterial {
 
 impl fmt::Debug for CompositeCaMaterial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompositeCaMaterial")
-            .field("subject", &self.subject)
-            .field("not_before", &self.not_before)
-            .field("not_after", &self.not_after)
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        CaCertInfo::debug_fields(
+            f,
+            "CompositeCaMaterial",
+            &self.subject,
+            &self.not_before,
+            &self.not_after,
+            &self.key,
+        )
     }
 }
 
@@ -105,35 +108,24 @@ impl CompositeCaMaterial {
     /// certificate is not a CA allowed to sign certificates ([`PkiError::Lint`]) or
     /// its SPKI is not exactly the composite SPKI of `key` ([`PkiError::KeyMismatch`]).
     pub fn from_der(cert_der: Vec<u8>, key: CompositeKeyPair) -> Result<Self, PkiError> {
-        let cert = parse_certificate(&cert_der)?;
-        crate::pqcert::check_can_sign_certificates(&cert)?;
-        let expected = composite_spki(key.alg(), &key.public_key())?
-            .to_der()
-            .map_err(der_err)?;
-        if cert.public_key().raw != expected.as_slice() {
-            return Err(PkiError::KeyMismatch(format!(
-                "{} key pair does not belong to the CA certificate",
-                key.alg()
-            )));
-        }
-        let subject = cert.subject().to_string();
-        let not_before = from_asn1_time(&cert.validity().not_before)?;
-        let not_after = from_asn1_time(&cert.validity().not_after)?;
-        drop(cert);
+        let info = read_signer_ca_cert(
+            &cert_der,
+            || composite_spki(key.alg(), &key.public_key()),
+            key.alg(),
+        )?;
         Ok(CompositeCaMaterial {
-            cert_pem: pem::encode("CERTIFICATE", &cert_der),
+            cert_pem: info.cert_pem,
             cert_der,
             key,
-            subject,
-            not_before,
-            not_after,
+            subject: info.subject,
+            not_before: info.not_before,
+            not_after: info.not_after,
         })
     }
 
     /// As [`CompositeCaMaterial::from_der`], from one PEM `CERTIFICATE`.
     pub fn from_pem(cert_pem: &str, key: CompositeKeyPair) -> Result<Self, PkiError> {
-        let der = pem::decode(cert_pem, &["CERTIFICATE"]).map_err(PkiError::Encoding)?;
-        CompositeCaMaterial::from_der(der, key)
+        CompositeCaMaterial::from_der(CaCertInfo::decode_pem(cert_pem)?, key)
     }
 
     /// Subject distinguished name (RFC 4514-style string).
@@ -175,12 +167,7 @@ pub fn create_composite_root(
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
 ) -> Result<CompositeCaMaterial, PkiError> {
-    check_ca_common_name(common_name)?;
-    let key = CompositeKeyPair::generate(alg)?;
-    let template = CertTemplate::ca(common_name, not_before, not_after, None);
-    let spki = CertSigner::subject_public_key_info(&key)?;
-    let der = build_certificate(&template, &spki, CertIssuer::SelfSigned, &key)?;
-    CompositeCaMaterial::from_der(der, key)
+    create_ca_root::<CompositeCaMaterial>(common_name, alg, not_before, not_after)
 }
 
 /// Creates a composite intermediate CA with a fresh key of `alg`, signed by `parent`
@@ -196,9 +183,24 @@ pub fn create_composite_intermediate(
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
 ) -> Result<CompositeCaMaterial, PkiError> {
-    check_ca_common_name(common_name)?;
-    {
-        let parent_cert = parse_certificate(&parent.cert_der)?;
+    create_ca_intermediate(parent, common_name, alg, not_before, not_after)
+}
+
+impl CaKind for CompositeCaMaterial {
+    type Key = CompositeKeyPair;
+    type Alg = CompositeAlg;
+
+    fn check_common_name(common_name: &str) -> Result<(), PkiError> {
+        check_ca_common_name(common_name)
+    }
+
+    /// Compares with the parent's subject when that is a single CN.
+    fn check_not_parent_subject(
+        parent_der: &[u8],
+        common_name: &str,
+        _template: &CertTemplate,
+    ) -> Result<(), PkiError> {
+        let parent_cert = parse_certificate(parent_der)?;
         let subject = parent_cert.subject();
         let mut attrs = subject.iter_attributes();
         let only_cn = match (attrs.next(), attrs.next()) {
@@ -214,17 +216,24 @@ pub fn create_composite_intermediate(
                 "intermediate must not have the same subject as its parent".to_owned(),
             ));
         }
+        Ok(())
     }
-    let key = CompositeKeyPair::generate(alg)?;
-    let template = CertTemplate::ca(common_name, not_before, not_after, Some(0));
-    let spki = CertSigner::subject_public_key_info(&key)?;
-    let der = build_certificate(
-        &template,
-        &spki,
-        CertIssuer::Cert(&parent.cert_der),
-        &parent.key,
-    )?;
-    CompositeCaMaterial::from_der(der, key)
+
+    fn generate(alg: CompositeAlg) -> Result<CompositeKeyPair, PkiError> {
+        CompositeKeyPair::generate(alg)
+    }
+
+    fn from_der(cert_der: Vec<u8>, key: CompositeKeyPair) -> Result<Self, PkiError> {
+        CompositeCaMaterial::from_der(cert_der, key)
+    }
+
+    fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    fn key(&self) -> &CompositeKeyPair {
+        &self.key
+    }
 }
 
 /// What composite leaf to issue. The caller (policy) has decided every field; the
@@ -249,7 +258,7 @@ pub struct CompositeLeafRequest {
 ///
 /// keyUsage digitalSignature only, EKU serverAuth/clientAuth from the profile,
 /// basicConstraints `CA:false`, SANs, SKI and AKI; checks as
-/// [`build_certificate`], plus at least one SAN ([`PkiError::InvalidSan`]). After
+/// [`build_certificate`](crate::pqcert::build_certificate), plus at least one SAN ([`PkiError::InvalidSan`]). After
 /// signing, the certificate is read back and its SANs compared with the request.
 pub fn issue_composite_leaf(
     issuer: &CompositeCaMaterial,
