@@ -27,14 +27,15 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// Knobs a scenario may turn.
 #[derive(Debug, Clone)]
 pub struct Options {
-    pub rules: sigil_policy::Rules,
+    /// Cedar policies seeded as version 1; the built-in default set when `None`.
+    pub policies: Option<String>,
     pub tick_interval: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
-            rules: sigil_policy::Rules::default(),
+            policies: None,
             tick_interval: Duration::from_millis(200),
         }
     }
@@ -117,7 +118,9 @@ impl Cluster {
 
         let rt = self.runtime("sigil-policy").await;
         let cfg = sigil_policy::Config {
-            rules: opts.rules.clone(),
+            database_url: self.database_url("policy"),
+            seed_policies: opts.policies.clone(),
+            ..sigil_policy::Config::in_data_dir(self.data_dir.path())
         };
         let s = sd.clone();
         self.tasks.push((

@@ -38,6 +38,9 @@ pub struct ConsumerSpec {
     pub ack_wait: Duration,
     /// Delay before a `Retry` is redelivered.
     pub retry_delay: Duration,
+    /// Most deliveries handed to a [`run_batched`] handler at once: whatever has
+    /// already arrived, up to this many (a lone event is not held back).
+    pub max_batch: usize,
 }
 
 impl ConsumerSpec {
@@ -48,6 +51,7 @@ impl ConsumerSpec {
             max_deliver: 20,
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_millis(500),
+            max_batch: 64,
         }
     }
 }
@@ -98,10 +102,21 @@ impl Delivery {
             .get(TRACEPARENT)
             .map(|v| v.as_str().to_owned())
     }
+
+    /// The span to handle this delivery in: a child of the producer's trace when the
+    /// message carries a `traceparent` header, so one issuance stays one trace.
+    pub fn span(&self, consumer: &str) -> tracing::Span {
+        let span = tracing::info_span!("consume", consumer, subject = %self.subject, delivered = self.delivered);
+        if let Some(tp) = self.traceparent() {
+            sigil_telemetry::set_parent_from_traceparent(&span, &tp);
+        }
+        span
+    }
 }
 
-/// Run the consumer until `shutdown` is cancelled. Connection trouble is retried
-/// forever with backoff; the durable consumer keeps our place across restarts.
+/// Run the consumer until `shutdown` is cancelled, one delivery at a time: `handler`
+/// commits its own change for each. Connection trouble is retried forever with
+/// backoff; the durable consumer keeps our place across restarts.
 pub async fn run<H, Fut>(
     bus: Bus,
     spec: ConsumerSpec,
@@ -112,6 +127,42 @@ pub async fn run<H, Fut>(
 where
     H: Fn(Delivery) -> Fut + Send + Sync,
     Fut: Future<Output = Result<(), HandleError>> + Send,
+{
+    let durable = spec.durable.clone();
+    let handler = &handler;
+    let durable = durable.as_str();
+    run_batched(
+        bus,
+        spec,
+        metrics,
+        shutdown,
+        move |batch: Vec<Delivery>| async move {
+            let mut results = Vec::with_capacity(batch.len());
+            for delivery in batch {
+                let span = delivery.span(durable);
+                results.push(handler(delivery).instrument(span).await);
+            }
+            results
+        },
+    )
+    .await
+}
+
+/// Run the consumer until `shutdown` is cancelled, handing `handler` every delivery
+/// that has arrived (up to [`ConsumerSpec::max_batch`]) at once, so it can apply them
+/// in one database transaction. `handler` returns one result per delivery, in order;
+/// each message is then acked, retried or dead-lettered on its own result, only after
+/// the handler returned (i.e. after its commit).
+pub async fn run_batched<H, Fut>(
+    bus: Bus,
+    spec: ConsumerSpec,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    handler: H,
+) -> Result<(), BusError>
+where
+    H: Fn(Vec<Delivery>) -> Fut + Send + Sync,
+    Fut: Future<Output = Vec<Result<(), HandleError>>> + Send,
 {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -140,8 +191,8 @@ async fn consume_once<H, Fut>(
     handler: &H,
 ) -> Result<(), BusError>
 where
-    H: Fn(Delivery) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<(), HandleError>> + Send,
+    H: Fn(Vec<Delivery>) -> Fut + Send + Sync,
+    Fut: Future<Output = Vec<Result<(), HandleError>>> + Send,
 {
     let stream = bus.ensure_stream().await?;
     let config = pull::Config {
@@ -157,81 +208,116 @@ where
         .get_or_create_consumer(&spec.durable, config)
         .await
         .map_err(|e| BusError::JetStream(format!("consumer {}: {e}", spec.durable)))?;
-    let mut messages = consumer
+    let messages = consumer
         .stream()
         .heartbeat(Duration::from_secs(5))
         .expires(Duration::from_secs(30))
         .messages()
         .await
         .map_err(|e| BusError::JetStream(format!("consumer {}: {e}", spec.durable)))?;
+    let mut chunks = messages.ready_chunks(spec.max_batch.max(1));
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            n = messages.next() => n,
+            n = chunks.next() => n,
         };
-        let msg = match next {
-            None => return Err(BusError::JetStream("message stream ended".to_owned())),
-            Some(Err(e)) => return Err(BusError::JetStream(e.to_string())),
-            Some(Ok(m)) => m,
+        let Some(chunk) = next else {
+            return Err(BusError::JetStream("message stream ended".to_owned()));
         };
-        handle_one(bus, spec, metrics, handler, msg).await;
+        let mut failure = None;
+        let mut batch = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match item {
+                Ok(msg) => batch.push(msg),
+                // What arrived before the error is still handled; then reconnect.
+                Err(e) => failure = Some(BusError::JetStream(e.to_string())),
+            }
+        }
+        if !batch.is_empty() {
+            handle_batch(bus, spec, metrics, handler, batch).await;
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
     }
 }
 
-async fn handle_one<H, Fut>(
+async fn handle_batch<H, Fut>(
     bus: &Bus,
     spec: &ConsumerSpec,
     metrics: &Metrics,
     handler: &H,
-    msg: Message,
+    messages: Vec<Message>,
 ) where
-    H: Fn(Delivery) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<(), HandleError>> + Send,
+    H: Fn(Vec<Delivery>) -> Fut + Send + Sync,
+    Fut: Future<Output = Vec<Result<(), HandleError>>> + Send,
 {
-    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    let delivery = Delivery {
-        subject: msg.subject.to_string(),
-        payload: msg.payload.clone(),
-        headers: msg.headers.clone(),
-        delivered,
-    };
-    let span = tracing::info_span!("consume", consumer = %spec.durable, subject = %delivery.subject, delivered);
-    if let Some(tp) = delivery.traceparent() {
-        sigil_telemetry::set_parent_from_traceparent(&span, &tp);
+    let deliveries: Vec<Delivery> = messages
+        .iter()
+        .map(|msg| Delivery {
+            subject: msg.subject.to_string(),
+            payload: msg.payload.clone(),
+            headers: msg.headers.clone(),
+            delivered: msg.info().map(|i| i.delivered).unwrap_or(1),
+        })
+        .collect();
+    let mut results = handler(deliveries.clone()).await.into_iter();
+    for (msg, delivery) in messages.into_iter().zip(deliveries) {
+        let result = results.next().unwrap_or_else(|| {
+            Err(HandleError::Retry(
+                "handler returned fewer results than deliveries".to_owned(),
+            ))
+        });
+        settle(bus, spec, metrics, msg, delivery, result).await;
     }
-    let result = handler(delivery.clone()).instrument(span.clone()).await;
-    let _enter = span.enter();
-    match result {
-        Ok(()) => {
-            metrics.event_consumed(&spec.durable, ConsumeOutcome::Ok);
-            if let Err(e) = msg.ack().await {
-                // The commit stands; the redelivery will be a no-op.
-                tracing::warn!(error = %e, "ack failed");
+}
+
+/// Ack, retry or dead-letter one handled message.
+async fn settle(
+    bus: &Bus,
+    spec: &ConsumerSpec,
+    metrics: &Metrics,
+    msg: Message,
+    delivery: Delivery,
+    result: Result<(), HandleError>,
+) {
+    let delivered = delivery.delivered;
+    let span = delivery.span(&spec.durable);
+    async move {
+        match result {
+            Ok(()) => {
+                metrics.event_consumed(&spec.durable, ConsumeOutcome::Ok);
+                if let Err(e) = msg.ack().await {
+                    // The commit stands; the redelivery will be a no-op.
+                    tracing::warn!(error = %e, "ack failed");
+                }
+            }
+            Err(HandleError::Retry(reason)) if delivered < spec.max_deliver => {
+                metrics.event_consumed(&spec.durable, ConsumeOutcome::Retry);
+                tracing::debug!(%reason, "retrying later");
+                msg.ack_with(AckKind::Nak(Some(spec.retry_delay)))
+                    .await
+                    .ok();
+            }
+            Err(e) => {
+                metrics.event_consumed(&spec.durable, ConsumeOutcome::DeadLetter);
+                metrics.dead_letter(&spec.durable);
+                tracing::error!(error = %e, delivered, "dead-lettering message");
+                let mut headers = delivery.headers.clone().unwrap_or_default();
+                headers.insert("Sigil-Dead-Letter-Reason", e.to_string().as_str());
+                headers.insert("Sigil-Original-Subject", delivery.subject.as_str());
+                let dl = subjects::dead_letter_subject(&spec.durable);
+                if let Err(err) = bus
+                    .client()
+                    .publish_with_headers(dl, headers, delivery.payload.clone())
+                    .await
+                {
+                    tracing::error!(error = %err, "cannot publish dead letter");
+                }
+                msg.ack_with(AckKind::Term).await.ok();
             }
         }
-        Err(HandleError::Retry(reason)) if delivered < spec.max_deliver => {
-            metrics.event_consumed(&spec.durable, ConsumeOutcome::Retry);
-            tracing::debug!(%reason, "retrying later");
-            msg.ack_with(AckKind::Nak(Some(spec.retry_delay)))
-                .await
-                .ok();
-        }
-        Err(e) => {
-            metrics.event_consumed(&spec.durable, ConsumeOutcome::DeadLetter);
-            metrics.dead_letter(&spec.durable);
-            tracing::error!(error = %e, delivered, "dead-lettering message");
-            let mut headers = delivery.headers.clone().unwrap_or_default();
-            headers.insert("Sigil-Dead-Letter-Reason", e.to_string().as_str());
-            headers.insert("Sigil-Original-Subject", delivery.subject.as_str());
-            let dl = subjects::dead_letter_subject(&spec.durable);
-            if let Err(err) = bus
-                .client()
-                .publish_with_headers(dl, headers, delivery.payload.clone())
-                .await
-            {
-                tracing::error!(error = %err, "cannot publish dead letter");
-            }
-            msg.ack_with(AckKind::Term).await.ok();
-        }
     }
+    .instrument(span)
+    .await;
 }

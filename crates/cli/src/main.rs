@@ -2,7 +2,8 @@
 //!
 //! `sigil up` runs NATS (when none answers) and all five services in one process;
 //! `sigil serve <service>` runs one. Client commands talk to the running services over NATS (request/reply and the
-//! `SIGIL_EVENTS` stream): `issue`, `ls`, `show`, `revoke`, `events`. `verify` checks a
+//! `SIGIL_EVENTS` stream): `issue`, `ls`, `show`, `revoke`, `events`, `ca`,
+//! `policy`. `verify` checks a
 //! certificate path offline (no NATS). Each lives in its own module under
 //! [`commands`]; global options are in [`context`]; errors and the exit-code table in
 //! [`error`].
@@ -51,6 +52,8 @@ pub enum Command {
     /// The issuer's certificate authorities: list, or create a new hierarchy
     Ca(commands::ca::CaArgs),
     Verify(commands::verify::VerifyArgs),
+    /// Cedar policies: apply, list, show, roll back, dry-run a request, templates
+    Policy(commands::policy::PolicyArgs),
     /// Measure a running Sigil (see docs/benchmarks.md)
     Bench(commands::bench::BenchArgs),
 }
@@ -91,6 +94,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Events(args) => commands::events::run(global, args).await,
         Command::Ca(args) => commands::ca::run(global, args).await,
         Command::Verify(args) => commands::verify::run(global, args),
+        Command::Policy(args) => commands::policy::run(global, args).await,
         Command::Bench(args) => commands::bench::run(global, args).await,
     }
 }

@@ -21,7 +21,8 @@ pub struct ServiceSettings {
     pub nats_url: String,
     /// Overrides the per-service SQLite files (e.g. a PostgreSQL URL).
     pub database_url: Option<String>,
-    /// Policy rules file (TOML); default rules when absent.
+    /// Cedar policies stored as version 1 of a new installation; the built-in default
+    /// set when absent (later versions come from `sigil policy apply`).
     pub policy_file: Option<PathBuf>,
     /// Key-encryption key for CA keys (hex or base64); a key file in the data dir when absent.
     pub kek: Option<String>,
@@ -46,14 +47,16 @@ fn fail(service: Service, e: impl std::fmt::Display) -> CliError {
     CliError::Other(format!("{}: {e}", service.name()))
 }
 
-/// Load policy rules from a TOML file.
-fn policy_rules(path: Option<&Path>) -> Result<sigil_policy::Rules, CliError> {
+/// Read the seed policy file (Cedar), if one is configured, and check it before
+/// anything starts.
+fn policy_seed(path: Option<&Path>) -> Result<Option<String>, CliError> {
     match path {
-        None => Ok(sigil_policy::Rules::default()),
+        None => Ok(None),
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| CliError::io(p, e))?;
-            toml::from_str(&text)
-                .map_err(|e| CliError::Other(format!("{}: invalid policy rules: {e}", p.display())))
+            sigil_policy::Compiled::new("seed", &text, None)
+                .map_err(|e| CliError::bad_input(p, e.to_string()))?;
+            Ok(Some(text))
         }
     }
 }
@@ -73,7 +76,9 @@ pub async fn spawn(
     match service {
         Service::Policy => {
             let cfg = sigil_policy::Config {
-                rules: policy_rules(settings.policy_file.as_deref())?,
+                database_url: settings.database_url(service),
+                seed_policies: policy_seed(settings.policy_file.as_deref())?,
+                ..sigil_policy::Config::in_data_dir(&settings.data_dir)
             };
             tasks.spawn(async move {
                 sigil_policy::run(cfg, rt, sd)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
 use crate::issuer::{BundleChangeReason, TrustBundle};
+use crate::policy::PolicyOrigin;
 use crate::types::{CaKind, CertificateFacts, RevocationReason};
 
 /// The kinds of event Sigil publishes.
@@ -20,15 +21,17 @@ pub enum EventKind {
     IdentityRenewalDue,
     IdentityExpired,
     CaBundleChanged,
+    PolicyChanged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::IdentityIssued,
         EventKind::IdentityRevoked,
         EventKind::IdentityRenewalDue,
         EventKind::IdentityExpired,
         EventKind::CaBundleChanged,
+        EventKind::PolicyChanged,
     ];
 
     /// CloudEvents `type`, e.g. `io.sigil.identity.issued.v1`.
@@ -39,6 +42,7 @@ impl EventKind {
             EventKind::IdentityRenewalDue => "io.sigil.identity.renewal_due.v1",
             EventKind::IdentityExpired => "io.sigil.identity.expired.v1",
             EventKind::CaBundleChanged => "io.sigil.ca.bundle_changed.v1",
+            EventKind::PolicyChanged => "io.sigil.policy.changed.v1",
         }
     }
 
@@ -50,6 +54,7 @@ impl EventKind {
             EventKind::IdentityRenewalDue => "identity.renewal_due",
             EventKind::IdentityExpired => "identity.expired",
             EventKind::CaBundleChanged => "ca.bundle_changed",
+            EventKind::PolicyChanged => "policy.changed",
         }
     }
 
@@ -72,7 +77,15 @@ pub struct IdentityIssued {
     pub facts: CertificateFacts,
     /// The certificate, PEM.
     pub certificate_pem: String,
-    /// Issuing CA chain, PEM, root last.
+    /// Id of the intermediate that signed; its certificate and root are in the
+    /// issuer's trust bundle (`sigil.issuer.v1.trust_bundle`, `ca.bundle_changed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ca_id: Option<String>,
+    /// Deprecated, empty in events of this version: the issuing chain, PEM, root
+    /// last. The chain is the same for every certificate of an intermediate (and
+    /// with post-quantum keys tens of kilobytes), so events name the intermediate
+    /// (`issuer_ca_id`) instead; still accepted in older events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain_pem: Vec<String>,
     /// Who asked for it.
     pub requested_by: String,
@@ -153,6 +166,33 @@ impl EventData for CaBundleChanged {
     /// `trust-bundle/v<version>`.
     fn subject(&self) -> String {
         format!("trust-bundle/v{}", self.bundle.version)
+    }
+}
+
+/// `policy.changed`: a new policy version became active (seeded, applied or rolled
+/// back). Policy replicas reload on it; integrations may audit it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyChanged {
+    /// The version now active.
+    pub version: u64,
+    /// The version active before (absent for the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<u64>,
+    pub origin: PolicyOrigin,
+    /// For a rollback: the version whose text was restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<u64>,
+    /// SHA-256 (hex) of the new version's text.
+    pub sha256: String,
+    pub changed_by: String,
+}
+
+impl EventData for PolicyChanged {
+    const KIND: EventKind = EventKind::PolicyChanged;
+    /// `policy/v<version>`.
+    fn subject(&self) -> String {
+        format!("policy/v{}", self.version)
     }
 }
 

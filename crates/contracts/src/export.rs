@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::event::{
     CaBundleChanged, CloudEvent, EventData, EventKind, IdentityExpired, IdentityIssued,
-    IdentityRenewalDue, IdentityRevoked,
+    IdentityRenewalDue, IdentityRevoked, PolicyChanged,
 };
 use crate::subjects::{self, OPERATIONS, Operation};
 use crate::{error::Reply, inventory, issuer, policy, revocation, types};
@@ -33,6 +33,13 @@ fn operation_messages(op: Operation) -> (&'static str, &'static str) {
         (subjects::Service::Policy, "evaluate") => {
             ("policy.v1.EvaluateRequest", "policy.v1.EvaluateReply")
         }
+        (subjects::Service::Policy, "apply") => ("policy.v1.ApplyRequest", "policy.v1.ApplyReply"),
+        (subjects::Service::Policy, "list") => ("policy.v1.ListRequest", "policy.v1.ListReply"),
+        (subjects::Service::Policy, "show") => ("policy.v1.ShowRequest", "policy.v1.ShowReply"),
+        (subjects::Service::Policy, "rollback") => {
+            ("policy.v1.RollbackRequest", "policy.v1.RollbackReply")
+        }
+        (subjects::Service::Policy, "test") => ("policy.v1.TestRequest", "policy.v1.TestReply"),
         (subjects::Service::Issuer, "issue") => ("issuer.v1.IssueRequest", "issuer.v1.IssueReply"),
         (subjects::Service::Issuer, "ca_list") => {
             ("issuer.v1.CaListRequest", "issuer.v1.CaListReply")
@@ -66,6 +73,7 @@ fn event_message(kind: EventKind) -> &'static str {
         EventKind::IdentityRenewalDue => "events.v1.IdentityRenewalDue",
         EventKind::IdentityExpired => "events.v1.IdentityExpired",
         EventKind::CaBundleChanged => "events.v1.CaBundleChanged",
+        EventKind::PolicyChanged => "events.v1.PolicyChanged",
     }
 }
 
@@ -78,6 +86,16 @@ pub fn schemas() -> Vec<SchemaFile> {
     vec![
         file::<policy::EvaluateRequest>("policy.v1.EvaluateRequest"),
         file::<Reply<policy::Decision>>("policy.v1.EvaluateReply"),
+        file::<policy::ApplyRequest>("policy.v1.ApplyRequest"),
+        file::<Reply<policy::PolicyVersion>>("policy.v1.ApplyReply"),
+        file::<policy::ListRequest>("policy.v1.ListRequest"),
+        file::<Reply<policy::ListResponse>>("policy.v1.ListReply"),
+        file::<policy::ShowRequest>("policy.v1.ShowRequest"),
+        file::<Reply<policy::PolicyDocument>>("policy.v1.ShowReply"),
+        file::<policy::RollbackRequest>("policy.v1.RollbackRequest"),
+        file::<Reply<policy::PolicyVersion>>("policy.v1.RollbackReply"),
+        file::<policy::TestRequest>("policy.v1.TestRequest"),
+        file::<Reply<policy::Explanation>>("policy.v1.TestReply"),
         file::<issuer::IssueRequest>("issuer.v1.IssueRequest"),
         file::<Reply<issuer::IssueResponse>>("issuer.v1.IssueReply"),
         file::<issuer::CaListRequest>("issuer.v1.CaListRequest"),
@@ -99,6 +117,7 @@ pub fn schemas() -> Vec<SchemaFile> {
         event_schema::<IdentityRenewalDue>(),
         event_schema::<IdentityExpired>(),
         event_schema::<CaBundleChanged>(),
+        event_schema::<PolicyChanged>(),
     ]
 }
 
@@ -190,13 +209,40 @@ pub fn proto_files() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = schemas()
         .into_iter()
         .map(|f| {
-            let text = serde_json::to_string_pretty(&f.schema).unwrap_or_default();
+            // schemars puts its own keywords first, then the rest in map order.
+            let sorted = Schema::try_from(canonical(f.schema.clone().to_value()));
+            let text = match sorted {
+                Ok(schema) => serde_json::to_string_pretty(&schema),
+                Err(_) => serde_json::to_string_pretty(&f.schema),
+            }
+            .unwrap_or_default();
             (format!("schemas/{}", f.name), text + "\n")
         })
         .collect();
-    let api = serde_json::to_string_pretty(&asyncapi()).unwrap_or_default();
+    let api = serde_json::to_string_pretty(&canonical(asyncapi())).unwrap_or_default();
     out.push(("asyncapi.json".to_owned(), api + "\n"));
     out
+}
+
+/// `v` with every object's keys in sorted order. serde_json keeps insertion order when
+/// its `preserve_order` feature is on (cedar-policy turns it on for every crate built
+/// alongside it), sorted order otherwise; sorting here makes `proto/` the same bytes
+/// either way.
+fn canonical(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, canonical(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

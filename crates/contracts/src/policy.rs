@@ -1,9 +1,11 @@
-//! `sigil.policy.v1.*`: authorization decisions.
+//! `sigil.policy.v1.*`: authorization decisions and the versioned Cedar policy sets
+//! they are made by.
 
+use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{KeyAlgorithm, Profile, Sans};
+use crate::types::{CaKind, KeyAlgorithm, Profile, Sans};
 
 /// What the requester wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -12,13 +14,40 @@ pub enum Action {
     Issue,
     Renew,
     Revoke,
+    /// Read an identity or credential (inventory look-ups).
+    Read,
+    /// Administer Sigil (CA operations, policy changes).
+    Admin,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] = [
+        Action::Issue,
+        Action::Renew,
+        Action::Revoke,
+        Action::Read,
+        Action::Admin,
+    ];
+
+    /// The action's name on the wire and in Cedar (`Sigil::Action::"issue"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Issue => "issue",
+            Action::Renew => "renew",
+            Action::Revoke => "revoke",
+            Action::Read => "read",
+            Action::Admin => "admin",
+        }
+    }
 }
 
 /// `sigil.policy.v1.evaluate` request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateRequest {
-    /// The requesting principal, e.g. `admin` or `workload:web`.
+    /// The requesting principal, `type:id` with type `workload`, `agent`, `admin` or
+    /// `service` (e.g. `workload:web`); `anonymous`, or a name without a type, is an
+    /// unauthenticated requester.
     pub principal: String,
     pub action: Action,
     pub profile: Profile,
@@ -26,6 +55,13 @@ pub struct EvaluateRequest {
     /// Requested lifetime in seconds.
     pub ttl_seconds: i64,
     pub key_algorithm: KeyAlgorithm,
+    /// Kind of certificate to be signed (the issuing CA's kind); `classical` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CaKind>,
+    /// Size of the subject key in bits when known (e.g. an RSA CSR's modulus); derived
+    /// from `key_algorithm` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_bits: Option<u32>,
 }
 
 /// Constraints the caller must apply when the decision allows.
@@ -43,9 +79,205 @@ pub struct Constraints {
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     pub allowed: bool,
-    /// Why: for a denial every rule that failed; for an allow, notes such as clamping.
+    /// Why: for a denial every deciding policy (`<policy id>: <reason>`) or that no
+    /// policy permits; for an allow, notes such as clamping.
     pub reasons: Vec<String>,
     pub constraints: Constraints,
-    /// Version of the rules that decided.
+    /// Version of the policy set that decided.
     pub policy_version: String,
+}
+
+/// `sigil.policy.v1.apply` request: validate a Cedar policy set against Sigil's schema
+/// and, when valid, store it as a new version and make it active.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRequest {
+    /// Cedar policies (text).
+    pub policies: String,
+    /// Cedar entities JSON: principal group memberships (`Sigil::Group` parents of
+    /// `Sigil::Workload` and the other principal types). None: no groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Who applies it (recorded; authenticated in a later version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_by: Option<String>,
+}
+
+/// How a policy version came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyOrigin {
+    /// Written on first start from the built-in default set or the configured seed.
+    Seeded,
+    /// `apply`.
+    Applied,
+    /// `rollback`: a copy of an earlier version.
+    RolledBack,
+}
+
+impl PolicyOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyOrigin::Seeded => "seeded",
+            PolicyOrigin::Applied => "applied",
+            PolicyOrigin::RolledBack => "rolled_back",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<PolicyOrigin> {
+        [
+            PolicyOrigin::Seeded,
+            PolicyOrigin::Applied,
+            PolicyOrigin::RolledBack,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == name)
+    }
+}
+
+/// One stored version of the policy set (without its text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyVersion {
+    /// 1, 2, 3…; the highest is active.
+    pub version: u64,
+    /// SHA-256 (hex) of the policies text followed by the entities JSON.
+    pub sha256: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    pub origin: PolicyOrigin,
+    /// For a rollback: the version whose text this one restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<u64>,
+    /// Number of policies in the set.
+    pub policy_count: u32,
+    /// True for the version in force.
+    pub active: bool,
+}
+
+/// A stored version with its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDocument {
+    #[serde(flatten)]
+    pub version: PolicyVersion,
+    pub policies: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<String>,
+}
+
+/// `sigil.policy.v1.list` request: every stored version, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    /// At most this many (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `sigil.policy.v1.list` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListResponse {
+    /// The active version (the highest).
+    pub active: u64,
+    pub versions: Vec<PolicyVersion>,
+}
+
+/// `sigil.policy.v1.show` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShowRequest {
+    /// The version to show; the active one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+/// `sigil.policy.v1.rollback` request: make an earlier version's text active again,
+/// as a new version (history only grows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    pub version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_by: Option<String>,
+}
+
+/// `sigil.policy.v1.test` request: a dry run that explains a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    pub request: EvaluateRequest,
+    /// Decide as if it were this time (time-phased rules); the service's clock when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
+    /// A stored version to decide by; the active one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// A candidate policy set (Cedar text) to decide by instead of a stored version;
+    /// validated like `apply`, stored nowhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<String>,
+    /// Entities JSON to go with `policies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<String>,
+}
+
+/// Effect of a Cedar policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Permit,
+    Forbid,
+}
+
+/// A policy that took part in a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyHit {
+    /// The policy's `@id` annotation (or Cedar's positional id `policyN`).
+    pub id: String,
+    pub effect: Effect,
+    /// The policy's `@reason` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The policy's `@clamp_ttl_seconds` annotation: a forbid that clamps instead of denying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp_ttl_seconds: Option<i64>,
+}
+
+/// How one authorization (one subject name, or the whole request when it names none)
+/// was decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameEvaluation {
+    /// `dns:web.example.com`, `ip:10.0.0.1`, `uri:spiffe://…`, or `-` for none.
+    pub name: String,
+    pub allowed: bool,
+    /// The lifetime it was decided with (after any clamping).
+    pub ttl_seconds: i64,
+    /// Policies that were satisfied and decided (permits on allow, forbids on deny).
+    pub determining: Vec<PolicyHit>,
+    /// Policies that could not be evaluated (treated as not satisfied).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// `sigil.policy.v1.test` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Explanation {
+    pub decision: Decision,
+    /// The principal as Cedar saw it, e.g. `Sigil::Workload::"web"`.
+    pub principal: String,
+    /// The time the decision was made for.
+    pub at: DateTime<Utc>,
+    /// One entry per subject name, in request order.
+    pub evaluations: Vec<NameEvaluation>,
 }

@@ -76,6 +76,26 @@ pub const POLICY_EVALUATE: Operation = Operation {
     service: Service::Policy,
     name: "evaluate",
 };
+pub const POLICY_APPLY: Operation = Operation {
+    service: Service::Policy,
+    name: "apply",
+};
+pub const POLICY_LIST: Operation = Operation {
+    service: Service::Policy,
+    name: "list",
+};
+pub const POLICY_SHOW: Operation = Operation {
+    service: Service::Policy,
+    name: "show",
+};
+pub const POLICY_ROLLBACK: Operation = Operation {
+    service: Service::Policy,
+    name: "rollback",
+};
+pub const POLICY_TEST: Operation = Operation {
+    service: Service::Policy,
+    name: "test",
+};
 pub const ISSUER_ISSUE: Operation = Operation {
     service: Service::Issuer,
     name: "issue",
@@ -110,8 +130,13 @@ pub const REVOCATION_REVOKE: Operation = Operation {
 };
 
 /// Every request/reply operation, for discovery docs and the AsyncAPI export.
-pub const OPERATIONS: [Operation; 9] = [
+pub const OPERATIONS: [Operation; 14] = [
     POLICY_EVALUATE,
+    POLICY_APPLY,
+    POLICY_LIST,
+    POLICY_SHOW,
+    POLICY_ROLLBACK,
+    POLICY_TEST,
     ISSUER_ISSUE,
     ISSUER_CA_LIST,
     ISSUER_CA_INIT,

@@ -86,7 +86,8 @@ pub enum KeyAlgorithm {
     Rsa2048,
     Rsa3072,
     Rsa4096,
-    /// ML-DSA-44 (FIPS 204). Only an `mldsa` CA issues (server-generated) ML-DSA keys.
+    /// ML-DSA-44 (FIPS 204). Only an `mldsa` CA certifies ML-DSA keys (from a CSR or
+    /// server-generated).
     #[serde(rename = "ml-dsa-44")]
     MlDsa44,
     /// ML-DSA-65 (FIPS 204).
@@ -95,10 +96,29 @@ pub enum KeyAlgorithm {
     /// ML-DSA-87 (FIPS 204).
     #[serde(rename = "ml-dsa-87")]
     MlDsa87,
+    /// Composite ML-DSA-44 + Ed25519, SHA-512 pre-hash (draft-ietf-lamps-pq-composite-sigs-19
+    /// id-MLDSA44-Ed25519-SHA512). Composite keys are certified only by a `composite` CA.
+    #[serde(rename = "mldsa44-ed25519-sha512")]
+    MlDsa44Ed25519Sha512,
+    /// Composite ML-DSA-44 + ECDSA P-256, SHA-256 pre-hash (id-MLDSA44-ECDSA-P256-SHA256).
+    #[serde(rename = "mldsa44-ecdsa-p256-sha256")]
+    MlDsa44EcdsaP256Sha256,
+    /// Composite ML-DSA-65 + ECDSA P-256, SHA-512 pre-hash (id-MLDSA65-ECDSA-P256-SHA512).
+    #[serde(rename = "mldsa65-ecdsa-p256-sha512")]
+    MlDsa65EcdsaP256Sha512,
+    /// Composite ML-DSA-65 + ECDSA P-384, SHA-512 pre-hash (id-MLDSA65-ECDSA-P384-SHA512).
+    #[serde(rename = "mldsa65-ecdsa-p384-sha512")]
+    MlDsa65EcdsaP384Sha512,
+    /// Composite ML-DSA-65 + Ed25519, SHA-512 pre-hash (id-MLDSA65-Ed25519-SHA512).
+    #[serde(rename = "mldsa65-ed25519-sha512")]
+    MlDsa65Ed25519Sha512,
+    /// Composite ML-DSA-87 + ECDSA P-384, SHA-512 pre-hash (id-MLDSA87-ECDSA-P384-SHA512).
+    #[serde(rename = "mldsa87-ecdsa-p384-sha512")]
+    MlDsa87EcdsaP384Sha512,
 }
 
 impl KeyAlgorithm {
-    pub const ALL: [KeyAlgorithm; 9] = [
+    pub const ALL: [KeyAlgorithm; 15] = [
         KeyAlgorithm::EcdsaP256,
         KeyAlgorithm::EcdsaP384,
         KeyAlgorithm::Ed25519,
@@ -108,6 +128,12 @@ impl KeyAlgorithm {
         KeyAlgorithm::MlDsa44,
         KeyAlgorithm::MlDsa65,
         KeyAlgorithm::MlDsa87,
+        KeyAlgorithm::MlDsa44Ed25519Sha512,
+        KeyAlgorithm::MlDsa44EcdsaP256Sha256,
+        KeyAlgorithm::MlDsa65EcdsaP256Sha512,
+        KeyAlgorithm::MlDsa65EcdsaP384Sha512,
+        KeyAlgorithm::MlDsa65Ed25519Sha512,
+        KeyAlgorithm::MlDsa87EcdsaP384Sha512,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +147,12 @@ impl KeyAlgorithm {
             KeyAlgorithm::MlDsa44 => "ml-dsa-44",
             KeyAlgorithm::MlDsa65 => "ml-dsa-65",
             KeyAlgorithm::MlDsa87 => "ml-dsa-87",
+            KeyAlgorithm::MlDsa44Ed25519Sha512 => "mldsa44-ed25519-sha512",
+            KeyAlgorithm::MlDsa44EcdsaP256Sha256 => "mldsa44-ecdsa-p256-sha256",
+            KeyAlgorithm::MlDsa65EcdsaP256Sha512 => "mldsa65-ecdsa-p256-sha512",
+            KeyAlgorithm::MlDsa65EcdsaP384Sha512 => "mldsa65-ecdsa-p384-sha512",
+            KeyAlgorithm::MlDsa65Ed25519Sha512 => "mldsa65-ed25519-sha512",
+            KeyAlgorithm::MlDsa87EcdsaP384Sha512 => "mldsa87-ecdsa-p384-sha512",
         }
     }
 

@@ -1,6 +1,7 @@
 //! Root and intermediate CAs.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use rcgen::{
@@ -22,9 +23,11 @@ pub(crate) const MAX_COMMON_NAME: usize = 64;
 ///
 /// The issuer loads and stores these; this crate never touches disk. Build one with
 /// [`create_root`], [`create_intermediate`] or [`CaMaterial::from_parts`], which check
-/// that the certificate is a CA and that the key belongs to it. The fields are public
-/// for reading; [`issue_leaf`](crate::issue_leaf) re-checks the key against
-/// `cert_der` every time, so editing them cannot produce a mis-signed certificate.
+/// that the certificate is a CA and that the key belongs to it, and keep the loaded
+/// key for signing. The fields are public for reading; signing refuses material whose
+/// certificate or key was edited after it was built ([`PkiError::KeyMismatch`]), and
+/// every issued certificate is verified against `cert_der`, so editing them cannot
+/// produce a mis-signed certificate.
 /// `Debug` never prints key bytes.
 #[derive(Clone)]
 pub struct CaMaterial {
@@ -37,6 +40,16 @@ pub struct CaMaterial {
     subject: String,
     not_before: DateTime<Utc>,
     not_after: DateTime<Utc>,
+    /// The checked signing key, loaded on first use (shared by clones).
+    signing: Arc<OnceLock<LoadedKey>>,
+}
+
+/// A CA's signing key as loaded and checked against the certificate, with the bytes
+/// it was loaded from.
+struct LoadedKey {
+    cert_der: Vec<u8>,
+    pkcs8_der: Vec<u8>,
+    key_pair: KeyPair,
 }
 
 impl fmt::Debug for CaMaterial {
@@ -117,10 +130,22 @@ impl CaMaterial {
 
     /// As [`CaMaterial::from_parts`], from DER.
     pub fn from_der(cert_der: Vec<u8>, key: SecretKey) -> Result<Self, PkiError> {
+        let mut key_pair = None;
         let info = CaCertInfo::read(&cert_der, |cert| {
             check_is_ca(cert)?;
-            check_key_matches(cert, &key.key_pair()?)
+            let loaded = key.key_pair()?;
+            check_key_matches(cert, &loaded)?;
+            key_pair = Some(loaded);
+            Ok(())
         })?;
+        let signing = OnceLock::new();
+        if let Some(key_pair) = key_pair {
+            let _ = signing.set(LoadedKey {
+                cert_der: cert_der.clone(),
+                pkcs8_der: key.pkcs8_der().to_vec(),
+                key_pair,
+            });
+        }
         Ok(CaMaterial {
             cert_pem: info.cert_pem,
             cert_der,
@@ -128,6 +153,7 @@ impl CaMaterial {
             subject: info.subject,
             not_before: info.not_before,
             not_after: info.not_after,
+            signing: Arc::new(signing),
         })
     }
 
@@ -147,23 +173,50 @@ impl CaMaterial {
     }
 
     /// The signing key and an rcgen issuer built from the certificate (subject, key
-    /// identifier), after checking again that they belong together.
-    pub(crate) fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    /// identifier).
+    pub(crate) fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, PkiError> {
         self.issuer_with(|key_pair| key_pair)
     }
 
     /// As [`CaMaterial::issuer`], with the (checked) key pair wrapped by `wrap`, e.g.
     /// in a signer that records what it signs (see `hybrid`).
-    pub(crate) fn issuer_with<S: SigningKey>(
-        &self,
-        wrap: impl FnOnce(KeyPair) -> S,
+    pub(crate) fn issuer_with<'s, S: SigningKey>(
+        &'s self,
+        wrap: impl FnOnce(&'s KeyPair) -> S,
     ) -> Result<Issuer<'static, S>, PkiError> {
-        let key_pair = self.key.key_pair()?;
-        let cert = parse_certificate(&self.cert_der)?;
-        check_is_ca(&cert)?;
-        check_key_matches(&cert, &key_pair)?;
+        let key_pair = self.signing_key()?;
         Issuer::from_ca_cert_der(&self.cert_der.as_slice().into(), wrap(key_pair))
             .map_err(|e| PkiError::Encoding(format!("CA certificate unusable as issuer: {e}")))
+    }
+
+    /// The loaded signing key. The first call loads it and checks that the
+    /// certificate is a CA and the key is its key; later calls reuse that (loading a
+    /// PKCS#8 key costs a scalar multiplication), after checking that neither the
+    /// certificate nor the key was changed since ([`PkiError::KeyMismatch`] if so:
+    /// build a new `CaMaterial` instead).
+    fn signing_key(&self) -> Result<&KeyPair, PkiError> {
+        let loaded = match self.signing.get() {
+            Some(loaded) => loaded,
+            None => {
+                let key_pair = self.key.key_pair()?;
+                let cert = parse_certificate(&self.cert_der)?;
+                check_is_ca(&cert)?;
+                check_key_matches(&cert, &key_pair)?;
+                // A concurrent first call may have won; both loaded the same key.
+                self.signing.get_or_init(|| LoadedKey {
+                    cert_der: self.cert_der.clone(),
+                    pkcs8_der: self.key.pkcs8_der().to_vec(),
+                    key_pair,
+                })
+            }
+        };
+        if loaded.cert_der != self.cert_der || loaded.pkcs8_der != self.key.pkcs8_der() {
+            return Err(PkiError::KeyMismatch(
+                "the CA certificate or key changed after first use; build a new CaMaterial"
+                    .to_owned(),
+            ));
+        }
+        Ok(&loaded.key_pair)
     }
 }
 
@@ -518,6 +571,34 @@ mod tests {
             create_root("R", KeyAlgorithm::Rsa2048, t, t + Duration::days(1)),
             Err(PkiError::UnsupportedKey(_))
         ));
+    }
+
+    #[test]
+    fn material_edited_after_building_refuses_to_sign() {
+        let t = now();
+        let (root, inter) = chain(KeyAlgorithm::EcdsaP256);
+        // Signing works and reuses the key loaded when the material was built.
+        assert!(inter.issuer().is_ok());
+        let mut swapped = inter.clone();
+        swapped.key = root.key.clone();
+        assert!(matches!(
+            swapped.issuer().map(|_| ()),
+            Err(PkiError::KeyMismatch(_))
+        ));
+        let mut recertified = inter.clone();
+        recertified.cert_der = root.cert_der.clone();
+        assert!(matches!(
+            create_intermediate(
+                &recertified,
+                "X",
+                KeyAlgorithm::EcdsaP256,
+                t,
+                t + Duration::days(1)
+            ),
+            Err(PkiError::KeyMismatch(_))
+        ));
+        // The original is unaffected.
+        assert!(inter.issuer().is_ok());
     }
 
     #[test]

@@ -45,6 +45,7 @@ use der::asn1::{ObjectIdentifier, OctetString};
 use der::{Decode as _, Encode as _};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+use sigil_contracts::types::KeyAlgorithm;
 
 use crate::PkiError;
 use crate::mldsa::{self, MlDsaKeyPair, MlDsaLevel};
@@ -189,6 +190,25 @@ impl CompositeAlg {
         CompositeAlg::ALL
             .into_iter()
             .find(|a| a.name().eq_ignore_ascii_case(name))
+    }
+
+    /// The contracts' name for a subject key of this algorithm.
+    pub fn key_algorithm(self) -> KeyAlgorithm {
+        match self {
+            CompositeAlg::MlDsa44Ed25519Sha512 => KeyAlgorithm::MlDsa44Ed25519Sha512,
+            CompositeAlg::MlDsa44EcdsaP256Sha256 => KeyAlgorithm::MlDsa44EcdsaP256Sha256,
+            CompositeAlg::MlDsa65EcdsaP256Sha512 => KeyAlgorithm::MlDsa65EcdsaP256Sha512,
+            CompositeAlg::MlDsa65EcdsaP384Sha512 => KeyAlgorithm::MlDsa65EcdsaP384Sha512,
+            CompositeAlg::MlDsa65Ed25519Sha512 => KeyAlgorithm::MlDsa65Ed25519Sha512,
+            CompositeAlg::MlDsa87EcdsaP384Sha512 => KeyAlgorithm::MlDsa87EcdsaP384Sha512,
+        }
+    }
+
+    /// The composite algorithm of a composite [`KeyAlgorithm`], `None` for any other.
+    pub fn from_key_algorithm(alg: KeyAlgorithm) -> Option<CompositeAlg> {
+        CompositeAlg::ALL
+            .into_iter()
+            .find(|a| a.key_algorithm() == alg)
     }
 
     /// The label the draft assigns: ASCII, no terminator; part of `M'` and the ML-DSA

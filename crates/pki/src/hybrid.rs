@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use const_oid::ObjectIdentifier;
 use der::asn1::BitString;
 use der::{Decode as _, Encode as _, Sequence};
-use rcgen::{CertificateParams, CustomExtension, KeyPair, PublicKeyData, SigningKey};
+use rcgen::{CertificateParams, CustomExtension, PublicKeyData, SigningKey};
 use sigil_contracts::types::KeyAlgorithm;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::ext::{Extension, Extensions};
@@ -525,13 +525,13 @@ fn check_classical_signature(cert_der: &[u8], issuer_der: Option<&[u8]>) -> Resu
 
 /// The issuer's classical key for rcgen, recording every message (TBSCertificate) it
 /// is asked to sign.
-struct RecordingSigner {
-    key: KeyPair,
+struct RecordingSigner<K> {
+    key: K,
     signed: Cell<Vec<Vec<u8>>>,
 }
 
-impl RecordingSigner {
-    fn new(key: KeyPair) -> Self {
+impl<K: SigningKey> RecordingSigner<K> {
+    fn new(key: K) -> Self {
         RecordingSigner {
             key,
             signed: Cell::new(Vec::new()),
@@ -550,7 +550,7 @@ impl RecordingSigner {
     }
 }
 
-impl PublicKeyData for RecordingSigner {
+impl<K: SigningKey> PublicKeyData for RecordingSigner<K> {
     fn der_bytes(&self) -> &[u8] {
         self.key.der_bytes()
     }
@@ -560,7 +560,7 @@ impl PublicKeyData for RecordingSigner {
     }
 }
 
-impl SigningKey for RecordingSigner {
+impl<K: SigningKey> SigningKey for RecordingSigner<K> {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         let mut signed = self.signed.take();
         signed.push(msg.to_vec());
@@ -589,7 +589,7 @@ struct TwoPass {
 /// ML-DSA key for 2.5.29.72; `alt_signer` is the issuer's ML-DSA key.
 fn sign_twice(
     mut params: CertificateParams,
-    recorder: &RecordingSigner,
+    recorder: &RecordingSigner<impl SigningKey>,
     sign: impl Fn(&CertificateParams) -> Result<rcgen::Certificate, rcgen::Error>,
     subject_alt: Option<(MlDsaLevel, &[u8])>,
     alt_signer: &MlDsaKeyPair,

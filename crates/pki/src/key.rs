@@ -89,6 +89,17 @@ pub fn generate_key(alg: KeyAlgorithm) -> Result<SecretKey, PkiError> {
                 alg.as_str()
             )));
         }
+        KeyAlgorithm::MlDsa44Ed25519Sha512
+        | KeyAlgorithm::MlDsa44EcdsaP256Sha256
+        | KeyAlgorithm::MlDsa65EcdsaP256Sha512
+        | KeyAlgorithm::MlDsa65EcdsaP384Sha512
+        | KeyAlgorithm::MlDsa65Ed25519Sha512
+        | KeyAlgorithm::MlDsa87EcdsaP384Sha512 => {
+            return Err(PkiError::UnsupportedKey(format!(
+                "{} is not a classical (PKCS#8 / rcgen) key; generate it with CompositeKeyPair",
+                alg.as_str()
+            )));
+        }
     };
     let key_pair =
         KeyPair::generate_for(sign_alg).map_err(|e| PkiError::crypto("key generation", e))?;

@@ -22,6 +22,10 @@ use crate::profile::{self, LeafOptions};
 
 /// Where the subject's public key comes from.
 #[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per issuance, moved a few times before signing; boxing buys nothing"
+)]
 pub enum LeafKey {
     /// The key in a verified CSR (the requester keeps the private key).
     Csr(ParsedCsr),
@@ -206,8 +210,7 @@ pub(crate) fn finish_leaf(
     req: &LeafRequest,
     subject_spki: &[u8],
 ) -> Result<IssuedCert, PkiError> {
-    validate_issued(issuer, &cert_der, req, subject_spki)?;
-    let facts = certificate_facts(&cert_der, req.profile)?;
+    let facts = validate_issued(issuer, &cert_der, req, subject_spki)?;
     Ok(IssuedCert {
         cert_pem: pem::encode("CERTIFICATE", &cert_der),
         cert_der,
@@ -291,7 +294,7 @@ fn validate_issued(
     cert_der: &[u8],
     req: &LeafRequest,
     subject_spki: &[u8],
-) -> Result<(), PkiError> {
+) -> Result<CertificateFacts, PkiError> {
     let lint = |why: &str| Err(PkiError::Lint(format!("issued certificate {why}")));
     let issuer_cert = parse_certificate(&issuer.cert_der)?;
     let cert = parse_certificate(cert_der)?;
@@ -319,7 +322,7 @@ fn validate_issued(
     if facts.sans != req.sans {
         return lint("carries different SANs than requested");
     }
-    Ok(())
+    Ok(facts)
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! - keys: [`generate_key`], [`SecretKey`] (PKCS#8, `Debug`-redacted);
 //! - CAs: [`create_root`], [`create_intermediate`], [`CaMaterial`];
 //! - requests: [`parse_csr`] checks a PKCS#10 CSR strictly, including its
-//!   self-signature (proof of possession);
+//!   self-signature (proof of possession), for classical, ML-DSA and composite keys;
+//!   [`build_pq_csr`] makes ML-DSA and composite CSRs, [`build_hybrid_csr`] hybrid
+//!   CSRs (a classical key plus an alternative ML-DSA key, Bouncy Castle's form);
 //! - leaves: [`issue_leaf`] lints a [`LeafRequest`], signs it, and validates what it
 //!   signed; [`certificate_facts`] reads any certificate back;
 //! - at rest: [`Kek`] seals CA keys with AES-256-GCM.
@@ -40,7 +42,7 @@ pub use composite::{
     create_composite_intermediate, create_composite_root, issue_composite_leaf,
     prepare_composite_leaf,
 };
-pub use csr::{MAX_CSR_BYTES, ParsedCsr, parse_csr};
+pub use csr::{MAX_CSR_BYTES, ParsedCsr, build_hybrid_csr, build_pq_csr, parse_csr};
 pub use error::PkiError;
 pub use facts::{certificate_facts, random_serial};
 pub use hybrid::{

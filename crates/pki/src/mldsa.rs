@@ -8,6 +8,8 @@
 use pqcrypto_mldsa::{mldsa44, mldsa65, mldsa87};
 use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _, SecretKey as _};
 
+use sigil_contracts::types::KeyAlgorithm;
+
 use crate::PkiError;
 
 /// The three ML-DSA parameter sets.
@@ -35,6 +37,22 @@ impl MlDsaLevel {
 
     pub fn from_oid(oid: &str) -> Option<MlDsaLevel> {
         MlDsaLevel::ALL.into_iter().find(|l| l.oid() == oid)
+    }
+
+    /// The contracts' name for a subject key of this level.
+    pub fn key_algorithm(self) -> KeyAlgorithm {
+        match self {
+            MlDsaLevel::L44 => KeyAlgorithm::MlDsa44,
+            MlDsaLevel::L65 => KeyAlgorithm::MlDsa65,
+            MlDsaLevel::L87 => KeyAlgorithm::MlDsa87,
+        }
+    }
+
+    /// The level of a pure ML-DSA [`KeyAlgorithm`], `None` for any other algorithm.
+    pub fn from_key_algorithm(alg: KeyAlgorithm) -> Option<MlDsaLevel> {
+        MlDsaLevel::ALL
+            .into_iter()
+            .find(|l| l.key_algorithm() == alg)
     }
 
     /// Name as in FIPS 204, e.g. `ML-DSA-65`.

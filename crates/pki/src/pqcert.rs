@@ -1064,7 +1064,7 @@ fn standard_extensions(
     Ok(out)
 }
 
-fn san_names(sans: &Sans) -> Result<Vec<GeneralName>, PkiError> {
+pub(crate) fn san_names(sans: &Sans) -> Result<Vec<GeneralName>, PkiError> {
     if sans.is_empty() {
         return Ok(Vec::new());
     }
@@ -1092,7 +1092,7 @@ fn san_names(sans: &Sans) -> Result<Vec<GeneralName>, PkiError> {
 
 /// `CN=<cn>` as a UTF8String, or the empty name. The CN goes through the RFC 4514
 /// parser as hex-encoded DER (`2.5.4.3=#…`), so no character needs escaping.
-fn subject_name(common_name: Option<&str>) -> Result<Name, PkiError> {
+pub(crate) fn subject_name(common_name: Option<&str>) -> Result<Name, PkiError> {
     let Some(cn) = common_name else {
         return Ok(Name::default());
     };

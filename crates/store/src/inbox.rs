@@ -1,15 +1,25 @@
 //! The consumer inbox: which events a consumer has already applied.
 //!
 //! A consumer calls [`first_delivery`] inside the transaction that applies an event;
-//! on a redelivery it returns `false` and the consumer commits nothing new. The ack
-//! is sent after the commit, so a crash between commit and ack is harmless.
-//! [`begin_first`] opens that transaction and makes the check in one call.
+//! on a redelivery it returns `false` and the consumer changes nothing. The ack is
+//! sent after the commit, so a crash between commit and ack is harmless.
+//!
+//! [`apply_batch`] applies every delivery a batched consumer
+//! ([`sigil_bus::consumer::run_batched`]) received in one transaction and commits
+//! once. Its handlers ([`ApplyEvent`]) call [`first_delivery`] on that transaction
+//! and never commit themselves. When any handler of a batch fails, the batch is
+//! rolled back and each delivery is applied again in its own transaction, so one
+//! event's failure never loses or blocks the others.
+
+use std::future::Future;
+use std::pin::Pin;
 
 use chrono::Utc;
 use sea_orm::entity::prelude::*;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, Set, TransactionTrait};
-use sigil_bus::consumer::HandleError;
+use sigil_bus::consumer::{Delivery, HandleError};
+use tracing::Instrument as _;
 
 /// The `inbox` table.
 pub mod entity {
@@ -53,30 +63,152 @@ pub async fn first_delivery<C: ConnectionTrait>(
     Ok(inserted == 1)
 }
 
-/// Begin the transaction in which `consumer` applies `event_id`, recording it in the
-/// inbox; `None` when `consumer` already applied it (a redelivery), in which case
-/// nothing new is committed and the handler should return success.
-///
-/// Dropping the returned transaction without committing (e.g. to retry later) rolls
-/// the inbox row back too.
-pub async fn begin_first<C: TransactionTrait>(
-    db: &C,
-    consumer: &str,
-    event_id: &str,
-) -> Result<Option<DatabaseTransaction>, DbErr> {
-    let txn = db.begin().await?;
-    if first_delivery(&txn, consumer, event_id).await? {
-        Ok(Some(txn))
-    } else {
-        txn.commit().await?;
-        Ok(None)
-    }
-}
-
 /// A database error while applying an event: [`HandleError::Retry`], so the event is
 /// redelivered later.
 pub fn retry(e: DbErr) -> HandleError {
     HandleError::Retry(format!("database: {e}"))
+}
+
+/// Applies one event inside a transaction it does not own (see [`apply_batch`]): it
+/// starts with [`first_delivery`] (returning success at once for a redelivery), makes
+/// its changes on `txn` and returns; an error means "roll my changes back".
+pub trait ApplyEvent: Send + Sync {
+    fn apply<'a>(&'a self, txn: &'a DatabaseTransaction, delivery: &'a Delivery)
+    -> EventFuture<'a>;
+}
+
+/// An [`ApplyEvent`] made of a function of the transaction, the delivery and the time
+/// on `clock` when the delivery is applied (see [`with_clock`]).
+pub struct WithClock<F> {
+    clock: std::sync::Arc<dyn sigil_bus::Clock>,
+    apply: F,
+}
+
+impl<F> std::fmt::Debug for WithClock<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithClock")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Applies events with `apply(txn, delivery, clock.now())`.
+pub fn with_clock<F>(clock: std::sync::Arc<dyn sigil_bus::Clock>, apply: F) -> WithClock<F>
+where
+    F: for<'a> Fn(&'a DatabaseTransaction, &'a Delivery, chrono::DateTime<Utc>) -> EventFuture<'a>
+        + Send
+        + Sync,
+{
+    WithClock { clock, apply }
+}
+
+impl<F> ApplyEvent for WithClock<F>
+where
+    F: for<'a> Fn(&'a DatabaseTransaction, &'a Delivery, chrono::DateTime<Utc>) -> EventFuture<'a>
+        + Send
+        + Sync,
+{
+    fn apply<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        delivery: &'a Delivery,
+    ) -> EventFuture<'a> {
+        (self.apply)(txn, delivery, self.clock.now())
+    }
+}
+
+/// What [`ApplyEvent::apply`] returns.
+pub type EventFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandleError>> + Send + 'a>>;
+
+/// What a [`batch_handler`] returns: one result per delivery.
+pub type BatchFuture = Pin<Box<dyn Future<Output = Vec<Result<(), HandleError>>> + Send>>;
+
+/// The handler for [`sigil_bus::consumer::run_batched`] that applies each batch with
+/// [`apply_batch`] on `db`.
+pub fn batch_handler<A: ApplyEvent + 'static>(
+    db: sea_orm::DatabaseConnection,
+    consumer: &'static str,
+    apply: A,
+) -> impl Fn(Vec<Delivery>) -> BatchFuture + Send + Sync {
+    let apply = std::sync::Arc::new(apply);
+    move |batch: Vec<Delivery>| {
+        let (db, apply) = (db.clone(), apply.clone());
+        Box::pin(async move { apply_batch(&db, consumer, apply.as_ref(), &batch).await })
+    }
+}
+
+/// Applies `batch` in order inside one transaction of `db` and commits once; returns
+/// one result per delivery, in order.
+///
+/// When a handler fails, the whole transaction is rolled back and every delivery is
+/// applied again in a transaction of its own (committed on success, rolled back on
+/// error), so each gets its own outcome. When a transaction cannot begin or commit,
+/// its deliveries get [`HandleError::Retry`]: nothing of them was applied, and the
+/// redelivered events are applied afresh (their inbox rows were rolled back too).
+pub async fn apply_batch<C, A>(
+    db: &C,
+    consumer: &str,
+    handler: &A,
+    batch: &[Delivery],
+) -> Vec<Result<(), HandleError>>
+where
+    C: TransactionTrait,
+    A: ApplyEvent + ?Sized,
+{
+    if batch.len() > 1 {
+        match apply_together(db, consumer, handler, batch).await {
+            Ok(results) => return results,
+            Err(why) => {
+                tracing::debug!(consumer, events = batch.len(), %why, "applying the batch's events one by one")
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for delivery in batch {
+        results.push(apply_alone(db, consumer, handler, delivery).await);
+    }
+    results
+}
+
+/// Every delivery in one transaction; `Err` (rolled back) when any handler failed or
+/// the transaction could not begin or commit.
+async fn apply_together<C, A>(
+    db: &C,
+    consumer: &str,
+    handler: &A,
+    batch: &[Delivery],
+) -> Result<Vec<Result<(), HandleError>>, String>
+where
+    C: TransactionTrait,
+    A: ApplyEvent + ?Sized,
+{
+    let txn = db.begin().await.map_err(|e| e.to_string())?;
+    for delivery in batch {
+        let span = delivery.span(consumer);
+        handler
+            .apply(&txn, delivery)
+            .instrument(span)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    txn.commit().await.map_err(|e| e.to_string())?;
+    Ok(batch.iter().map(|_| Ok(())).collect())
+}
+
+async fn apply_alone<C, A>(
+    db: &C,
+    consumer: &str,
+    handler: &A,
+    delivery: &Delivery,
+) -> Result<(), HandleError>
+where
+    C: TransactionTrait,
+    A: ApplyEvent + ?Sized,
+{
+    let txn = db.begin().await.map_err(retry)?;
+    let span = delivery.span(consumer);
+    handler.apply(&txn, delivery).instrument(span).await?;
+    txn.commit().await.map_err(retry)
 }
 
 pub use migration::Migration;

@@ -8,9 +8,12 @@
 //! Shared building blocks every service includes in its migrator:
 //! - [`outbox`]: events written in the same transaction as the state change, and the
 //!   relay that publishes them to JetStream with `Nats-Msg-Id` = event id;
-//! - [`inbox`]: the processed-event ledger that makes consumers idempotent.
+//! - [`inbox`]: the processed-event ledger that makes consumers idempotent, and
+//!   batched application of events in one transaction;
+//! - [`group`]: group commit of many requests' writes in one transaction.
 #![forbid(unsafe_code)]
 
+pub mod group;
 pub mod inbox;
 pub mod outbox;
 
@@ -135,7 +138,12 @@ pub async fn connect(url: &str, service: &str) -> Result<DatabaseConnection, Sto
                 std::fs::create_dir_all(parent)
                     .map_err(|e| err(DbErr::Custom(format!("create {}: {e}", parent.display()))))?;
             }
-            opts.max_connections(8).min_connections(1);
+            // An embedded database cannot drop the connection: skip the liveness ping
+            // the pool would otherwise make on every acquire (a round trip to the
+            // connection's worker thread per query or transaction).
+            opts.max_connections(8)
+                .min_connections(1)
+                .test_before_acquire(false);
             opts.map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .busy_timeout(Duration::from_secs(30))

@@ -1,14 +1,15 @@
 //! Applying identity events to the `credentials` table.
 //!
-//! Each event is applied in one transaction that starts with
-//! [`sigil_store::inbox::begin_first`], so a redelivered event commits nothing.
+//! Each event is applied inside a transaction owned by
+//! [`sigil_store::inbox::apply_batch`] (one per batch of deliveries), starting with
+//! [`sigil_store::inbox::first_delivery`], so a redelivered event changes nothing.
 //! `identity.revoked` or `identity.expired` for a serial we have not recorded yet
 //! returns [`HandleError::Retry`]: its `identity.issued` may still be on its way, and
 //! the rolled-back transaction leaves no inbox row behind.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use sigil_bus::consumer::{Delivery, HandleError, parse_serial};
 use sigil_contracts::CloudEvent;
 use sigil_contracts::event::{IdentityExpired, IdentityIssued, IdentityRevoked};
@@ -23,16 +24,16 @@ pub const DURABLE: &str = "inventory";
 
 /// Dispatch one delivery to its handler.
 pub async fn handle(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     delivery: &Delivery,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     if delivery.is::<IdentityIssued>() {
-        apply_issued(db, &delivery.decode()?, now).await
+        apply_issued(txn, &delivery.decode()?, now).await
     } else if delivery.is::<IdentityRevoked>() {
-        apply_revoked(db, &delivery.decode()?, now).await
+        apply_revoked(txn, &delivery.decode()?, now).await
     } else if delivery.is::<IdentityExpired>() {
-        apply_expired(db, &delivery.decode()?, now).await
+        apply_expired(txn, &delivery.decode()?, now).await
     } else {
         Err(HandleError::Poison(format!(
             "unexpected subject {}",
@@ -43,7 +44,7 @@ pub async fn handle(
 
 /// Record a newly issued credential. A serial already recorded is left as it is.
 pub async fn apply_issued(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     event: &CloudEvent<IdentityIssued>,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
@@ -51,12 +52,12 @@ pub async fn apply_issued(
     let serial = parse_serial(&facts.serial)?;
     let sans = serde_json::to_value(&facts.sans)
         .map_err(|e| HandleError::Poison(format!("cannot encode sans: {e}")))?;
-    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
+    if !inbox::first_delivery(txn, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    else {
+    {
         return Ok(());
-    };
+    }
     let row = credential::ActiveModel {
         serial: Set(serial.clone()),
         subject: Set(facts.subject.clone()),
@@ -81,7 +82,7 @@ pub async fn apply_issued(
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(txn)
         .await
         .map_err(retry)?;
     if inserted == 1 {
@@ -100,31 +101,31 @@ pub async fn apply_issued(
                     .do_nothing()
                     .to_owned(),
                 )
-                .exec_without_returning(&txn)
+                .exec_without_returning(txn)
                 .await
                 .map_err(retry)?;
         }
     } else {
         tracing::debug!(%serial, "credential already recorded; issued event ignored");
     }
-    txn.commit().await.map_err(retry)
+    Ok(())
 }
 
 /// Mark a credential revoked. The first revocation stands.
 pub async fn apply_revoked(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     event: &CloudEvent<IdentityRevoked>,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     let serial = parse_serial(&event.data.serial)?;
-    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
+    if !inbox::first_delivery(txn, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    else {
+    {
         return Ok(());
-    };
+    }
     let Some(row) = credential::Entity::find_by_id(serial.clone())
-        .one(&txn)
+        .one(txn)
         .await
         .map_err(retry)?
     else {
@@ -150,28 +151,28 @@ pub async fn apply_revoked(
             .col_expr(credential::Column::UpdatedAt, Expr::value(now))
             .filter(credential::Column::Serial.eq(serial.as_str()))
             .filter(credential::Column::Status.ne(CredentialStatus::Revoked.as_str()))
-            .exec(&txn)
+            .exec(txn)
             .await
             .map_err(retry)?;
     }
-    txn.commit().await.map_err(retry)
+    Ok(())
 }
 
 /// Mark a credential expired, unless it was revoked.
 pub async fn apply_expired(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     event: &CloudEvent<IdentityExpired>,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     let serial = parse_serial(&event.data.serial)?;
-    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
+    if !inbox::first_delivery(txn, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    else {
+    {
         return Ok(());
-    };
+    }
     let exists = credential::Entity::find_by_id(serial.clone())
-        .one(&txn)
+        .one(txn)
         .await
         .map_err(retry)?;
     if exists.is_none() {
@@ -187,8 +188,8 @@ pub async fn apply_expired(
         .col_expr(credential::Column::UpdatedAt, Expr::value(now))
         .filter(credential::Column::Serial.eq(serial.as_str()))
         .filter(credential::Column::Status.eq(CredentialStatus::Active.as_str()))
-        .exec(&txn)
+        .exec(txn)
         .await
         .map_err(retry)?;
-    txn.commit().await.map_err(retry)
+    Ok(())
 }

@@ -35,6 +35,7 @@ use sigil_bus::service::Router;
 use sigil_contracts::EventKind;
 use sigil_contracts::inventory::{GetRequest, QueryRequest};
 use sigil_contracts::subjects::{INVENTORY_GET, INVENTORY_QUERY, Service, event_subject};
+use sigil_store::inbox;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -96,13 +97,17 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
         .collect(),
     );
     {
-        let (db, clock) = (db.clone(), rt.clock.clone());
-        let handler = move |delivery| {
-            let (db, clock) = (db.clone(), clock.clone());
-            async move { consume::handle(&db, &delivery, clock.now()).await }
-        };
+        let handler = inbox::batch_handler(
+            db.clone(),
+            consume::DURABLE,
+            inbox::with_clock(rt.clock.clone(), |txn, delivery, now| {
+                Box::pin(consume::handle(txn, delivery, now))
+            }),
+        );
         let (bus, metrics, stop) = (rt.bus.clone(), rt.metrics.clone(), stop.clone());
-        tasks.spawn(async move { Ok(consumer::run(bus, spec, metrics, stop, handler).await?) });
+        tasks.spawn(
+            async move { Ok(consumer::run_batched(bus, spec, metrics, stop, handler).await?) },
+        );
     }
 
     let router = {

@@ -152,6 +152,7 @@ fn issued(serial: &str, dns: &[&str], not_after: DateTime<Utc>) -> CloudEvent<Id
             certificate_pem: format!(
                 "-----BEGIN CERTIFICATE-----\n{serial}\n-----END CERTIFICATE-----\n"
             ),
+            issuer_ca_id: None,
             chain_pem: vec![],
             requested_by: "test".to_owned(),
             kind: sigil_contracts::types::CaKind::Classical,

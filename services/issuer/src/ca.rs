@@ -28,8 +28,13 @@
 //! row lock serializes slot changes across replicas) and enqueues `ca.bundle_changed`
 //! with the new [`TrustBundle`] in the outbox in the same transaction.
 //!
-//! Known gap: an issuance already signing with the old intermediate when [`activate`]
-//! commits is recorded after `retire_until` was computed and is not counted in it.
+//! An issuance already signing with the old intermediate when [`activate`] commits
+//! (its intent `prepared`, its issuance not yet recorded) is counted in `retire_until`
+//! with the old intermediate's own notAfter, the latest its leaf can have (see
+//! [`retire_until_now`]). An issuance that loaded the old intermediate before the
+//! activation cannot record its intent after it: the intent insert requires its CA
+//! row to be still `current` (read `FOR SHARE` on PostgreSQL), and the issuance is
+//! then prepared again with the new intermediate (`crate::issue`).
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::Expr;
@@ -373,6 +378,22 @@ impl CaSet {
             self.root.cert_pem().to_owned(),
         ]
     }
+}
+
+/// The issuing chain of the intermediate `id` (intermediate first, root last), from
+/// its row and its parent's; `None` when either row is missing.
+pub(crate) async fn chain_of(
+    db: &impl ConnectionTrait,
+    id: &str,
+) -> Result<Option<Vec<String>>, DbErr> {
+    let Some(inter) = entity::Entity::find_by_id(id.to_owned()).one(db).await? else {
+        return Ok(None);
+    };
+    let Some(parent) = inter.parent_id.clone() else {
+        return Ok(None);
+    };
+    let root = entity::Entity::find_by_id(parent).one(db).await?;
+    Ok(root.map(|root| vec![inter.cert_pem, root.cert_pem]))
 }
 
 /// Load the active hierarchy, creating one of `spec` first if the table has none.
@@ -721,8 +742,43 @@ pub(crate) fn cert_not_after(cert_pem: &str) -> Result<DateTime<Utc>, DbErr> {
         .map_err(|e| DbErr::Custom(format!("CA certificate does not parse: {e}")))
 }
 
-/// How long a CA that stops signing must be kept: the latest notAfter of the leaves
-/// it issued (from `issuer_issuance`), or its own notAfter when it issued none.
+/// How long a CA that stops signing now must be kept: [`retire_until`], unless a
+/// leaf it signs is in flight.
+///
+/// A leaf whose signing is in flight (its `issuer_intent` row for this CA is still
+/// `prepared`: recorded before signing, not yet recorded as issued, failed or
+/// discarded) may still be handed out after this runs, and its notAfter is not known
+/// yet; the issuer never lets a leaf outlive its CA, so then the CA's own notAfter is
+/// the answer. An intent left `prepared` by a crash keeps the CA until its notAfter
+/// too, which is safe (it may have been signed).
+pub(crate) async fn retire_until_now(
+    conn: &impl ConnectionTrait,
+    ca_id: &str,
+    cert_pem: &str,
+) -> Result<DateTime<Utc>, DbErr> {
+    use sea_orm::sea_query::{Alias, Query};
+    let backend = conn.get_database_backend();
+    let in_flight = conn
+        .query_one(
+            backend.build(
+                Query::select()
+                    .column(Alias::new("serial"))
+                    .from(Alias::new("issuer_intent"))
+                    .and_where(Expr::col(Alias::new("issuer_ca_id")).eq(ca_id))
+                    .and_where(Expr::col(Alias::new("state")).eq(crate::issue::intent::PREPARED))
+                    .limit(1),
+            ),
+        )
+        .await?;
+    if in_flight.is_some() {
+        return cert_not_after(cert_pem);
+    }
+    retire_until(conn, ca_id, cert_pem).await
+}
+
+/// The latest notAfter of the leaves a CA issued (from `issuer_issuance`), or its own
+/// notAfter when it issued none. (Migration m0004 backfills with this; a CA retired
+/// by a live issuer gets [`retire_until_now`].)
 pub(crate) async fn retire_until(
     conn: &impl ConnectionTrait,
     ca_id: &str,
@@ -766,7 +822,7 @@ async fn retire_all(txn: &impl ConnectionTrait, now: DateTime<Utc>) -> Result<()
         .filter(live)
         .filter(|r| r.role == ROLE_INTERMEDIATE)
     {
-        let until = retire_until(txn, &row.id, &row.cert_pem).await?;
+        let until = retire_until_now(txn, &row.id, &row.cert_pem).await?;
         set_retired(txn, &row.id, until).await?;
         until_of.insert(row.id.clone(), until);
     }
@@ -819,7 +875,9 @@ pub(crate) async fn bundle(
         .iter()
         .find(|r| has_state(r, ROLE_INTERMEDIATE, CaState::Current))
         .ok_or_else(|| Error::CaState("no current intermediate CA".to_owned()))?;
-    let kept = |r: &entity::Model| r.retire_until.is_some_and(|until| until > now);
+    // Inclusive, as a certificate's notAfter is (RFC 5280 §4.1.2.5): the last leaf is
+    // still valid at the instant `retire_until`, so its intermediate must still be here.
+    let kept = |r: &entity::Model| r.retire_until.is_some_and(|until| until >= now);
     let by_state = |role: &'static str, state: CaState| {
         rows.iter()
             .filter(move |r| has_state(r, role, state))
@@ -990,7 +1048,11 @@ pub(crate) async fn activate(
         .iter()
         .find(|r| has_state(r, ROLE_INTERMEDIATE, CaState::Current));
     if let Some(current) = current {
-        let until = retire_until(&txn, &current.id, &current.cert_pem).await?;
+        // Retire the row before reading its intents: the row lock this write takes
+        // orders the activation after any intent recorded while holding that row, so
+        // such an intent is seen by `retire_until_now`.
+        set_retired(&txn, &current.id, cert_not_after(&current.cert_pem)?).await?;
+        let until = retire_until_now(&txn, &current.id, &current.cert_pem).await?;
         set_retired(&txn, &current.id, until).await?;
     }
     entity::Entity::update_many()

@@ -12,10 +12,11 @@
 //!    no later than the issuing CA.
 //! 3. **Build and lint** with the active CA, by its kind: classical
 //!    [`sigil_pki::prepare_leaf_cert`], hybrid [`sigil_pki::prepare_hybrid_leaf`] (the
-//!    classical leaf key from the CSR or generated; no subject ML-DSA key yet),
-//!    composite [`sigil_pki::prepare_composite_leaf`] and ML-DSA
-//!    [`sigil_pki::prepare_mldsa_leaf`] (both with a server-generated key: there is no
-//!    PQ CSR path yet, so a CSR is refused). Each applies the profile
+//!    classical leaf key from the CSR or generated, plus the CSR's alternative ML-DSA
+//!    key when it is a hybrid CSR), composite [`sigil_pki::prepare_composite_leaf`] and
+//!    ML-DSA [`sigil_pki::prepare_mldsa_leaf`] (the CSR's composite / ML-DSA key, or a
+//!    server-generated one); a CSR key of another kind than the CA's is refused
+//!    (`plan_key`). Each applies the profile
 //!    ([`sigil_pki::profile`]: KU, EKU, basicConstraints, AKI/SKI, SPIFFE names), the
 //!    CRL distribution point `<crl_base_url>/<issuer-ca-id>.crl` and OCSP AIA
 //!    `<ocsp_base_url>` when configured, fixes a random 127-bit serial and lints;
@@ -39,14 +40,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait as _, ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _,
-    QueryFilter as _, Set, SqlErr, TransactionTrait as _,
+    ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _,
+    QuerySelect as _, Set, SqlErr,
 };
 use sigil_bus::Runtime;
 use sigil_contracts::event::{IdentityIssued, source_for};
 use sigil_contracts::issuer::{
-    CaInitRequest, CaListRequest, CaListResponse, IssueRequest, IssueResponse,
+    CaInitRequest, CaListRequest, CaListResponse, CaState, IssueRequest, IssueResponse,
 };
 use sigil_contracts::policy::{Action, Decision, EvaluateRequest};
 use sigil_contracts::subjects::{POLICY_EVALUATE, Service};
@@ -58,6 +60,7 @@ use sigil_pki::{
     CompositeAlg, CompositeKeyPair, CompositeLeafRequest, LeafKey, LeafOptions, LeafRequest,
     MlDsaLeafRequest, PkiError, PreparedCert,
 };
+use sigil_store::group::{self, GroupCommit};
 use sigil_store::outbox::{self, Outbox};
 
 use crate::ca::{self, CaSet, CaSigner, CaSpec, CreateError};
@@ -68,6 +71,10 @@ pub mod intent;
 /// The validity of a leaf starts this many seconds before "now", so a relying party
 /// whose clock is a little behind still accepts a fresh certificate.
 pub const BACKDATE_SECONDS: i64 = 60;
+/// Why an intent was refused: its intermediate is no longer `current`.
+const CA_RETIRED: &str = "the issuing intermediate was retired while this request was prepared";
+/// Default of [`Config::ca_recheck`](crate::Config::ca_recheck).
+pub const CA_RECHECK: Duration = Duration::from_secs(1);
 /// Principal recorded and sent to policy when the request names none.
 pub const ANONYMOUS: &str = "anonymous";
 /// Longest idempotency key accepted.
@@ -105,7 +112,9 @@ pub mod entity {
         pub issuer_ca_id: String,
         #[sea_orm(column_type = "Text")]
         pub certificate_pem: String,
-        /// Chain as replied: intermediate first, root last (JSON array of PEM).
+        /// Chain as replied (JSON array of PEM, intermediate first): empty in rows
+        /// written since the chain is rebuilt from `issuer_ca_id` on replay; older
+        /// rows carry it.
         pub chain_pem: Json,
         /// [`CertificateFacts`](sigil_contracts::types::CertificateFacts) as JSON.
         pub facts: Json,
@@ -132,9 +141,15 @@ const KEY_SOURCE_GENERATED: &str = "generated";
 pub(crate) struct Issuer {
     pub db: DatabaseConnection,
     pub outbox: Outbox,
+    /// Intents and issuance records, group-committed ([`sigil_store::group`]).
+    pub writes: GroupCommit<Record>,
     /// The active hierarchy as last loaded; replaced by `ca_init`, and reloaded when
     /// another replica's `ca_init` changed the active intermediate in the database.
     pub cas: tokio::sync::RwLock<Arc<CaSet>>,
+    /// When [`Issuer::current_cas`] last compared `cas` with the database.
+    pub ca_checked: std::sync::Mutex<Option<std::time::Instant>>,
+    /// [`Config::ca_recheck`](crate::Config::ca_recheck).
+    pub ca_recheck: Duration,
     pub keys: Arc<dyn KeyManager>,
     pub ca_common_name: String,
     pub rt: Runtime,
@@ -154,29 +169,44 @@ struct Prepared {
 }
 
 enum KeySource {
-    Csr(sigil_pki::ParsedCsr),
+    /// A verified CSR (boxed: it is large next to `Generate`).
+    Csr(Box<sigil_pki::ParsedCsr>),
     Generate,
 }
 
 /// The leaf key to certify, settled against the signing CA's kind.
 enum LeafKeyPlan {
-    /// Classical and hybrid CAs: the CSR's key or a generated classical key.
+    /// Classical and hybrid CAs: the CSR's key (with, for a hybrid CA, the CSR's
+    /// alternative ML-DSA key if it has one) or a generated classical key.
     Classical(KeySource),
-    /// A generated composite key of this algorithm.
-    Composite(CompositeAlg),
-    /// A generated ML-DSA key of this level.
-    Mldsa(MlDsaLevel),
+    /// Composite CA: the CSR's composite key of this algorithm, or a generated one.
+    Composite(CompositeAlg, KeySource),
+    /// ML-DSA CA: the CSR's ML-DSA key of this level, or a generated one.
+    Mldsa(MlDsaLevel, KeySource),
 }
 
 impl Issuer {
-    /// Handle one `issue` request.
+    /// Handle one `issue` request. When the intermediate it prepared with was retired
+    /// before its intent was recorded (another replica's rotation), it is prepared
+    /// once more with the new one; nothing was signed the first time.
     pub async fn issue(&self, req: IssueRequest) -> Result<IssueResponse, WireError> {
+        match self.issue_once(req.clone()).await {
+            Err(e) if e.code == ErrorCode::Unavailable && e.message == CA_RETIRED => {
+                tracing::info!("{CA_RETIRED}; preparing again with the current one");
+                self.recheck_cas();
+                self.issue_once(req).await
+            }
+            other => other,
+        }
+    }
+
+    async fn issue_once(&self, req: IssueRequest) -> Result<IssueResponse, WireError> {
         let fingerprint = fingerprint(&req)?;
         let mut prepared = prepare(&req)?;
         if let Some(key) = &req.idempotency_key
             && let Some(row) = self.find_by_key(key).await?
         {
-            return replay(&row, &fingerprint);
+            return self.replay(&row, &fingerprint).await;
         }
         // One snapshot of the hierarchy for the whole request.
         let cas = self.current_cas().await?;
@@ -185,7 +215,7 @@ impl Issuer {
         let (key_algorithm, plan) = plan_key(&cas.intermediate, &req, key)?;
         prepared.key_algorithm = key_algorithm;
 
-        let decision = self.ask_policy(&req, &prepared).await?;
+        let decision = self.ask_policy(&req, &prepared, cas.kind).await?;
         if !decision.allowed {
             return Err(WireError::denied(decision.reasons));
         }
@@ -214,7 +244,10 @@ impl Issuer {
         let serial = cert.serial().to_owned();
         self.record_intent(&serial, &fingerprint, &req, &cas)
             .await
-            .map_err(|e| WireError::unavailable(format!("cannot record the intent: {e}")))?;
+            .map_err(|e| match e {
+                DbErr::RecordNotInserted => WireError::unavailable(CA_RETIRED),
+                e => WireError::unavailable(format!("cannot record the intent: {e}")),
+            })?;
         let issued = match cert.sign() {
             Ok(issued) => issued,
             Err(e) => {
@@ -235,7 +268,9 @@ impl Issuer {
             key_source: Set(key_source.to_owned()),
             issuer_ca_id: Set(cas.intermediate_id.clone()),
             certificate_pem: Set(issued.cert_pem.clone()),
-            chain_pem: Set(to_json(&chain_pem)?),
+            // The chain is the intermediate's (and its root's); a replay rebuilds it
+            // from `issuer_ca_id` rather than storing it with every certificate.
+            chain_pem: Set(serde_json::Value::Array(Vec::new())),
             facts: Set(to_json(&facts)?),
             ttl_seconds: Set(ttl_seconds),
             notes: Set(to_json(&notes)?),
@@ -247,14 +282,15 @@ impl Issuer {
             IdentityIssued {
                 facts: facts.clone(),
                 certificate_pem: issued.cert_pem.clone(),
-                chain_pem: chain_pem.clone(),
+                issuer_ca_id: Some(cas.intermediate_id.clone()),
+                chain_pem: Vec::new(),
                 requested_by: prepared.principal.clone(),
                 kind: cas.kind,
             },
             now,
             sigil_telemetry::current_traceparent(),
         );
-        let recorded = self.record(row, &event, &serial).await;
+        let recorded = self.record(row, event, &serial).await;
         if recorded.is_err() {
             self.mark_intent(&serial, intent::DISCARDED).await;
         }
@@ -265,7 +301,7 @@ impl Issuer {
                 if let Some(key) = &req.idempotency_key
                     && let Some(row) = self.find_by_key(key).await?
                 {
-                    return replay(&row, &fingerprint);
+                    return self.replay(&row, &fingerprint).await;
                 }
                 return Err(WireError::internal(format!("cannot record issuance: {e}")));
             }
@@ -364,9 +400,14 @@ impl Issuer {
     }
 
     /// The active hierarchy, reloaded when the database's active intermediate is no
-    /// longer the one in memory (another replica ran `ca_init`).
+    /// longer the one in memory (another replica ran `ca_init` or `ca_rotate`). The
+    /// database is asked at most once per [`CA_RECHECK`]: a change made by another
+    /// replica is picked up within that time (this replica's own changes at once).
     async fn current_cas(&self) -> Result<Arc<CaSet>, WireError> {
         let cached = self.cas.read().await.clone();
+        if !self.ca_check_due() {
+            return Ok(cached);
+        }
         let active = ca::active_intermediate_id(&self.db)
             .await
             .map_err(|e| WireError::unavailable(format!("cannot read CAs: {e}")))?;
@@ -386,6 +427,61 @@ impl Issuer {
         Ok(current.clone())
     }
 
+    /// Makes the next [`Issuer::current_cas`] compare with the database.
+    fn recheck_cas(&self) {
+        *self
+            .ca_checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// True (and the check timestamp moved to now) when the last look at the
+    /// database's active CA is older than [`CA_RECHECK`].
+    fn ca_check_due(&self) -> bool {
+        let now = std::time::Instant::now();
+        let mut last = self
+            .ca_checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *last {
+            Some(at) if now.duration_since(at) < self.ca_recheck => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
+    /// The recorded answer to `row`'s request, for a retry with its idempotency key.
+    /// Rows of this version store no chain: it is rebuilt from `issuer_ca_id` (older
+    /// rows carry it).
+    async fn replay(
+        &self,
+        row: &entity::Model,
+        fingerprint: &str,
+    ) -> Result<IssueResponse, WireError> {
+        let stored: Vec<String> = serde_json::from_value(row.chain_pem.clone()).map_err(|e| {
+            WireError::internal(format!(
+                "stored issuance {} has a bad chain: {e}",
+                row.serial
+            ))
+        })?;
+        let chain = if stored.is_empty() {
+            ca::chain_of(&self.db, &row.issuer_ca_id)
+                .await
+                .map_err(|e| WireError::unavailable(format!("cannot read CAs: {e}")))?
+                .ok_or_else(|| {
+                    WireError::internal(format!(
+                        "stored issuance {} names an unknown CA {}",
+                        row.serial, row.issuer_ca_id
+                    ))
+                })?
+        } else {
+            stored
+        };
+        replay(row, fingerprint, chain)
+    }
+
     async fn find_by_key(&self, key: &str) -> Result<Option<entity::Model>, WireError> {
         entity::Entity::find()
             .filter(entity::Column::IdempotencyKey.eq(key))
@@ -398,7 +494,10 @@ impl Issuer {
         &self,
         req: &IssueRequest,
         prepared: &Prepared,
+        kind: CaKind,
     ) -> Result<Decision, WireError> {
+        // The kind of the signing hierarchy is the kind of certificate policy judges
+        // (hybrid-or-PQ rules); the key size follows from the algorithm.
         let ask = EvaluateRequest {
             principal: prepared.principal.clone(),
             action: Action::Issue,
@@ -406,6 +505,8 @@ impl Issuer {
             sans: prepared.sans.clone(),
             ttl_seconds: req.ttl_seconds,
             key_algorithm: prepared.key_algorithm,
+            kind: Some(kind),
+            key_bits: None,
         };
         self.rt
             .bus
@@ -421,21 +522,24 @@ impl Issuer {
     }
 
     /// Issuance row, `identity.issued` event and the intent's `issued` state: one
-    /// transaction.
+    /// transaction (shared with concurrent issuances by the group commit).
     async fn record(
         &self,
         row: entity::ActiveModel,
-        event: &CloudEvent<IdentityIssued>,
+        event: CloudEvent<IdentityIssued>,
         serial: &str,
     ) -> Result<(), DbErr> {
-        let txn = self.db.begin().await?;
-        row.insert(&txn).await?;
-        outbox::enqueue(&txn, event).await?;
-        set_intent_state(&txn, serial, intent::ISSUED, self.rt.now()).await?;
-        txn.commit().await
+        self.writes
+            .write(Record::Issued {
+                row: Box::new(row),
+                event: Box::new(event),
+                serial: serial.to_owned(),
+                at: self.rt.now(),
+            })
+            .await
     }
 
-    /// The `prepared` intent row, committed on its own before signing.
+    /// The `prepared` intent row, committed before signing.
     async fn record_intent(
         &self,
         serial: &str,
@@ -444,8 +548,7 @@ impl Issuer {
         cas: &CaSet,
     ) -> Result<(), DbErr> {
         let now = self.rt.now();
-        let txn = self.db.begin().await?;
-        intent::entity::ActiveModel {
+        let intent = intent::entity::ActiveModel {
             serial: Set(serial.to_owned()),
             request_sha256: Set(fingerprint.to_owned()),
             profile: Set(req.profile.as_str().to_owned()),
@@ -454,10 +557,8 @@ impl Issuer {
             state: Set(intent::PREPARED.to_owned()),
             created_at: Set(now),
             updated_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
-        txn.commit().await
+        };
+        self.writes.write(Record::Intent(Box::new(intent))).await
     }
 
     /// Best effort: an intent that cannot be updated stays `prepared` (logged).
@@ -485,15 +586,76 @@ async fn set_intent_state(
     state: &str,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    intent::entity::ActiveModel {
-        serial: Set(serial.to_owned()),
-        state: Set(state.to_owned()),
-        updated_at: Set(now),
-        ..Default::default()
+    // One UPDATE (an ActiveModel update would read the row back as well).
+    let updated = intent::entity::Entity::update_many()
+        .col_expr(intent::entity::Column::State, Expr::value(state))
+        .col_expr(intent::entity::Column::UpdatedAt, Expr::value(now))
+        .filter(intent::entity::Column::Serial.eq(serial))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(DbErr::RecordNotUpdated);
     }
-    .update(db)
-    .await
-    .map(|_| ())
+    Ok(())
+}
+
+/// A write of the issuer's, group-committed.
+#[derive(Debug)]
+pub(crate) enum Record {
+    /// The `prepared` intent, before signing.
+    Intent(Box<intent::entity::ActiveModel>),
+    /// The issuance row, its `identity.issued` event (outbox) and the intent's
+    /// `issued` state.
+    Issued {
+        row: Box<entity::ActiveModel>,
+        event: Box<CloudEvent<IdentityIssued>>,
+        serial: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl group::Write for Record {
+    fn apply<'a>(&'a self, txn: &'a sea_orm::DatabaseTransaction) -> group::WriteFuture<'a> {
+        Box::pin(async move {
+            match self {
+                Record::Intent(intent) => {
+                    // Kept only while the intermediate is still `current`: the insert
+                    // comes first (it takes SQLite's write lock, so the check below
+                    // reads the latest state), then the CA row is read under a shared
+                    // row lock on PostgreSQL. An activation that retires it either
+                    // waits for this intent, and counts it in `retire_until`, or has
+                    // committed, and the transaction is rolled back and the request
+                    // prepared again.
+                    intent::entity::Entity::insert((**intent).clone())
+                        .exec_without_returning(txn)
+                        .await?;
+                    let sea_orm::ActiveValue::Set(ca_id) = &intent.issuer_ca_id else {
+                        return Err(DbErr::RecordNotInserted);
+                    };
+                    let signing = ca::entity::Entity::find_by_id(ca_id.clone())
+                        .lock_shared()
+                        .one(txn)
+                        .await?;
+                    if signing.is_none_or(|row| row.state != CaState::Current.as_str()) {
+                        return Err(DbErr::RecordNotInserted);
+                    }
+                    Ok(())
+                }
+                Record::Issued {
+                    row,
+                    event,
+                    serial,
+                    at,
+                } => {
+                    entity::Entity::insert((**row).clone())
+                        .exec_without_returning(txn)
+                        .await?;
+                    outbox::enqueue(txn, event.as_ref()).await?;
+                    set_intent_state(txn, serial, intent::ISSUED, *at).await
+                }
+            }
+        })
+    }
 }
 
 /// A CRL or OCSP base URL: `http://` or `https://`, printable ASCII without spaces,
@@ -539,13 +701,25 @@ fn validity(
 }
 
 /// Settle the leaf key against the CA's kind; returns the key algorithm to show
-/// policy (the classical one where there is one) and the plan.
+/// policy and the plan.
+///
+/// - classical and hybrid CAs certify classical keys (a hybrid CA also the CSR's
+///   alternative ML-DSA key, see [`sigil_pki::parse_csr`]); a classical CA refuses a
+///   CSR that carries an alternative key, which it could not certify;
+/// - a composite CA certifies composite keys: the CSR's (any of the six composite
+///   algorithms) or a generated one (the CA's own algorithm, or the one
+///   `key_algorithm` names; the CA's classical half, e.g. `ecdsa-p256`, is accepted as
+///   the CA's own algorithm, as before composite key algorithms had names);
+/// - an ML-DSA CA certifies ML-DSA keys: the CSR's or a generated one (the CA's level
+///   or the one `key_algorithm` names).
+///
+/// Any other pairing is a `bad_request`, before anything is signed.
 fn plan_key(
     signer: &CaSigner,
     req: &IssueRequest,
     key: KeySource,
 ) -> Result<(KeyAlgorithm, LeafKeyPlan), WireError> {
-    let csr = matches!(key, KeySource::Csr(_));
+    let kind = signer.kind();
     match signer {
         CaSigner::Classical(_) | CaSigner::Hybrid(_) => {
             let alg = match &key {
@@ -554,44 +728,84 @@ fn plan_key(
             };
             if mldsa_level(alg).is_some() {
                 return Err(WireError::bad_request(format!(
-                    "this issuer's CA is {}; ML-DSA leaf keys are issued only by an mldsa CA",
-                    signer.kind()
+                    "this issuer's CA is {kind}; ML-DSA leaf keys ({}) are certified only by an mldsa CA",
+                    alg.as_str()
                 )));
+            }
+            if CompositeAlg::from_key_algorithm(alg).is_some() {
+                return Err(WireError::bad_request(format!(
+                    "this issuer's CA is {kind}; composite leaf keys ({}) are certified only by a composite CA",
+                    alg.as_str()
+                )));
+            }
+            if let (CaSigner::Classical(_), KeySource::Csr(csr)) = (signer, &key)
+                && csr.alt_public_key.is_some()
+            {
+                return Err(WireError::bad_request(
+                    "this issuer's CA is classical; a CSR with an alternative ML-DSA key (subjectAltPublicKeyInfo) needs a hybrid CA",
+                ));
             }
             Ok((alg, LeafKeyPlan::Classical(key)))
         }
         CaSigner::Composite(ca) => {
-            if csr {
+            let alg = match &key {
+                KeySource::Csr(csr) => {
+                    CompositeAlg::from_key_algorithm(csr.key_algorithm).ok_or_else(|| {
+                        WireError::bad_request(format!(
+                            "this issuer's CA is composite; the CSR's {} key cannot be certified: send a CSR for a composite ML-DSA key, or omit --csr for a server-generated {} key",
+                            csr.key_algorithm.as_str(),
+                            ca.alg().key_algorithm().as_str()
+                        ))
+                    })?
+                }
+                KeySource::Generate => match req.key_algorithm {
+                    None => ca.alg(),
+                    Some(asked) if asked == trad_key_algorithm(ca.alg().trad()) => ca.alg(),
+                    Some(asked) => CompositeAlg::from_key_algorithm(asked).ok_or_else(|| {
+                        WireError::bad_request(format!(
+                            "this issuer's CA is composite; key_algorithm must name a composite algorithm (e.g. {}) or be omitted, not {}",
+                            ca.alg().key_algorithm().as_str(),
+                            asked.as_str()
+                        ))
+                    })?,
+                },
+            };
+            if let KeySource::Csr(csr) = &key
+                && csr.alt_public_key.is_some()
+            {
                 return Err(WireError::bad_request(
-                    "composite CAs issue composite leaf keys; omit --csr",
+                    "this issuer's CA is composite; alternative-key (hybrid) CSRs need a hybrid CA",
                 ));
             }
-            let alg = ca.alg();
-            let classical = trad_key_algorithm(alg.trad());
-            match req.key_algorithm {
-                Some(asked) if asked != classical => Err(WireError::bad_request(format!(
-                    "this issuer's composite CA issues {alg} leaf keys; key_algorithm must be {} or omitted",
-                    classical.as_str()
-                ))),
-                _ => Ok((classical, LeafKeyPlan::Composite(alg))),
-            }
+            Ok((alg.key_algorithm(), LeafKeyPlan::Composite(alg, key)))
         }
         CaSigner::Mldsa(ca) => {
-            if csr {
-                return Err(WireError::bad_request(
-                    "ML-DSA CAs issue server-generated ML-DSA leaf keys; omit --csr",
-                ));
-            }
-            let level = match req.key_algorithm {
-                None => ca.level(),
-                Some(asked) => mldsa_level(asked).ok_or_else(|| {
+            let level = match &key {
+                KeySource::Csr(csr) => mldsa_level(csr.key_algorithm).ok_or_else(|| {
                     WireError::bad_request(format!(
-                        "this issuer's CA is mldsa; key_algorithm must be ml-dsa-44, ml-dsa-65, ml-dsa-87 or omitted, not {}",
-                        asked.as_str()
+                        "this issuer's CA is mldsa; the CSR's {} key cannot be certified: send a CSR for an ML-DSA key, or omit --csr for a server-generated {} key",
+                        csr.key_algorithm.as_str(),
+                        ca.level().key_algorithm().as_str()
                     ))
                 })?,
+                KeySource::Generate => match req.key_algorithm {
+                    None => ca.level(),
+                    Some(asked) => mldsa_level(asked).ok_or_else(|| {
+                        WireError::bad_request(format!(
+                            "this issuer's CA is mldsa; key_algorithm must be ml-dsa-44, ml-dsa-65, ml-dsa-87 or omitted, not {}",
+                            asked.as_str()
+                        ))
+                    })?,
+                },
             };
-            Ok((mldsa_key_algorithm(level), LeafKeyPlan::Mldsa(level)))
+            if let KeySource::Csr(csr) = &key
+                && csr.alt_public_key.is_some()
+            {
+                return Err(WireError::bad_request(
+                    "this issuer's CA is mldsa; alternative-key (hybrid) CSRs need a hybrid CA",
+                ));
+            }
+            Ok((level.key_algorithm(), LeafKeyPlan::Mldsa(level, key)))
         }
     }
 }
@@ -610,8 +824,11 @@ fn prepare_cert<'a>(
     let internal = |e: PkiError| WireError::internal(format!("key encoding failed: {e}"));
     match (signer, plan) {
         (CaSigner::Classical(_) | CaSigner::Hybrid(_), LeafKeyPlan::Classical(source)) => {
-            let (leaf_key, private_key_pem, key_source) = match source {
-                KeySource::Csr(csr) => (LeafKey::Csr(csr), None, KEY_SOURCE_CSR),
+            let (leaf_key, alt_key, private_key_pem, key_source) = match source {
+                KeySource::Csr(mut csr) => {
+                    let alt = csr.alt_public_key.take();
+                    (LeafKey::Csr(*csr), alt, None, KEY_SOURCE_CSR)
+                }
                 KeySource::Generate => {
                     let key = sigil_pki::generate_key(key_algorithm).map_err(|e| match e {
                         PkiError::UnsupportedKey(m) => WireError::bad_request(format!(
@@ -621,7 +838,12 @@ fn prepare_cert<'a>(
                         other => WireError::internal(format!("key generation failed: {other}")),
                     })?;
                     let pem = key.to_pkcs8_pem();
-                    (LeafKey::Generated(key), Some(pem), KEY_SOURCE_GENERATED)
+                    (
+                        LeafKey::Generated(key),
+                        None,
+                        Some(pem),
+                        KEY_SOURCE_GENERATED,
+                    )
                 }
             };
             let leaf = LeafRequest {
@@ -633,16 +855,28 @@ fn prepare_cert<'a>(
                 key: leaf_key,
             };
             let issued = match signer {
-                CaSigner::Hybrid(ca) => sigil_pki::prepare_hybrid_leaf(ca, &leaf, None, opts),
-                CaSigner::Classical(ca) => sigil_pki::prepare_leaf_cert(ca, &leaf, opts),
+                CaSigner::Hybrid(ca) => sigil_pki::prepare_hybrid_leaf(ca, &leaf, alt_key, opts),
+                CaSigner::Classical(ca) if alt_key.is_none() => {
+                    sigil_pki::prepare_leaf_cert(ca, &leaf, opts)
+                }
                 _ => return unreachable_plan(),
             }
             .map_err(signing_error)?;
             Ok((issued, private_key_pem, key_source))
         }
-        (CaSigner::Composite(ca), LeafKeyPlan::Composite(alg)) => {
-            let key = CompositeKeyPair::generate(alg)
-                .map_err(|e| WireError::internal(format!("key generation failed: {e}")))?;
+        (CaSigner::Composite(ca), LeafKeyPlan::Composite(alg, source)) => {
+            let (public_key, private_key_pem, key_source) = match source {
+                KeySource::Csr(csr) => (csr.public_key, None, KEY_SOURCE_CSR),
+                KeySource::Generate => {
+                    let key = CompositeKeyPair::generate(alg)
+                        .map_err(|e| WireError::internal(format!("key generation failed: {e}")))?;
+                    let pem = sigil_pki::pem::encode(
+                        COMPOSITE_KEY_PEM_LABEL,
+                        &key.to_der().map_err(internal)?,
+                    );
+                    (key.public_key(), Some(pem), KEY_SOURCE_GENERATED)
+                }
+            };
             let issued = sigil_pki::prepare_composite_leaf(
                 ca,
                 &CompositeLeafRequest {
@@ -652,17 +886,26 @@ fn prepare_cert<'a>(
                     not_before,
                     not_after,
                     alg,
-                    public_key: key.public_key(),
+                    public_key,
                 },
                 opts,
             )
             .map_err(signing_error)?;
-            let pem =
-                sigil_pki::pem::encode(COMPOSITE_KEY_PEM_LABEL, &key.to_der().map_err(internal)?);
-            Ok((issued, Some(pem), KEY_SOURCE_GENERATED))
+            Ok((issued, private_key_pem, key_source))
         }
-        (CaSigner::Mldsa(ca), LeafKeyPlan::Mldsa(level)) => {
-            let key = MlDsaKeyPair::generate(level);
+        (CaSigner::Mldsa(ca), LeafKeyPlan::Mldsa(level, source)) => {
+            let (public_key, private_key_pem, key_source) = match source {
+                KeySource::Csr(csr) => (csr.public_key, None, KEY_SOURCE_CSR),
+                KeySource::Generate => {
+                    let key = MlDsaKeyPair::generate(level);
+                    let pkcs8 = sigil_pki::pqcert::mldsa_key_to_pkcs8(&key).map_err(internal)?;
+                    (
+                        key.public_key().to_vec(),
+                        Some(sigil_pki::pem::encode("PRIVATE KEY", &pkcs8)),
+                        KEY_SOURCE_GENERATED,
+                    )
+                }
+            };
             let issued = sigil_pki::prepare_mldsa_leaf(
                 ca,
                 &MlDsaLeafRequest {
@@ -672,17 +915,12 @@ fn prepare_cert<'a>(
                     not_before,
                     not_after,
                     level,
-                    public_key: key.public_key().to_vec(),
+                    public_key,
                 },
                 opts,
             )
             .map_err(signing_error)?;
-            let pkcs8 = sigil_pki::pqcert::mldsa_key_to_pkcs8(&key).map_err(internal)?;
-            Ok((
-                issued,
-                Some(sigil_pki::pem::encode("PRIVATE KEY", &pkcs8)),
-                KEY_SOURCE_GENERATED,
-            ))
+            Ok((issued, private_key_pem, key_source))
         }
         _ => unreachable_plan(),
     }
@@ -696,20 +934,7 @@ fn unreachable_plan<T>() -> Result<T, WireError> {
 }
 
 fn mldsa_level(alg: KeyAlgorithm) -> Option<MlDsaLevel> {
-    match alg {
-        KeyAlgorithm::MlDsa44 => Some(MlDsaLevel::L44),
-        KeyAlgorithm::MlDsa65 => Some(MlDsaLevel::L65),
-        KeyAlgorithm::MlDsa87 => Some(MlDsaLevel::L87),
-        _ => None,
-    }
-}
-
-fn mldsa_key_algorithm(level: MlDsaLevel) -> KeyAlgorithm {
-    match level {
-        MlDsaLevel::L44 => KeyAlgorithm::MlDsa44,
-        MlDsaLevel::L65 => KeyAlgorithm::MlDsa65,
-        MlDsaLevel::L87 => KeyAlgorithm::MlDsa87,
-    }
+    MlDsaLevel::from_key_algorithm(alg)
 }
 
 fn trad_key_algorithm(trad: TradAlg) -> KeyAlgorithm {
@@ -783,7 +1008,7 @@ fn prepare(req: &IssueRequest) -> Result<Prepared, WireError> {
                     )));
                 }
             };
-            (sans, csr.key_algorithm, KeySource::Csr(csr))
+            (sans, csr.key_algorithm, KeySource::Csr(Box::new(csr)))
         }
         None => (
             req.sans.clone(),
@@ -869,7 +1094,11 @@ fn is_unique_violation(e: &DbErr) -> bool {
 }
 
 /// The reply recorded for an earlier request with the same idempotency key.
-fn replay(row: &entity::Model, fingerprint: &str) -> Result<IssueResponse, WireError> {
+fn replay(
+    row: &entity::Model,
+    fingerprint: &str,
+    chain_pem: Vec<String>,
+) -> Result<IssueResponse, WireError> {
     if row.request_sha256 != fingerprint {
         return Err(WireError::conflict(
             "idempotency_key was already used for a different request",
@@ -883,8 +1112,6 @@ fn replay(row: &entity::Model, fingerprint: &str) -> Result<IssueResponse, WireE
     };
     let facts: CertificateFacts =
         serde_json::from_value(row.facts.clone()).map_err(|e| corrupt("facts", e))?;
-    let chain_pem: Vec<String> =
-        serde_json::from_value(row.chain_pem.clone()).map_err(|e| corrupt("chain", e))?;
     let mut notes: Vec<String> =
         serde_json::from_value(row.notes.clone()).map_err(|e| corrupt("notes", e))?;
     notes.push(REPLAY_NOTE.to_owned());

@@ -71,6 +71,8 @@ pub use migration::Migrator;
 /// Name of the health component, of the outbox relay in metrics, and of the database
 /// schema (`sigil_issuer` on PostgreSQL).
 pub const COMPONENT: &str = "issuer";
+/// Most intent and issuance writes committed in one transaction.
+const WRITE_BATCH: usize = 64;
 /// Default time to wait for policy's answer.
 pub const DEFAULT_POLICY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default data directory.
@@ -119,6 +121,12 @@ pub struct Config {
     /// URL of the OCSP responder (`SIGIL_OCSP_BASE_URL`), written as the leaves'
     /// authorityInfoAccess id-ad-ocsp. `None`: no AIA.
     pub ocsp_base_url: Option<String>,
+    /// How often an issuance compares the CA hierarchy in memory with the database,
+    /// where another replica's `ca init` / `ca rotate` shows up (default 1 s). A
+    /// request prepared with an intermediate retired in the meantime is prepared again
+    /// whatever this is: its intent is refused.
+    #[serde(deserialize_with = "deserialize_duration")]
+    pub ca_recheck: Duration,
 }
 
 impl Default for Config {
@@ -134,6 +142,7 @@ impl Default for Config {
             policy_timeout: DEFAULT_POLICY_TIMEOUT,
             crl_base_url: None,
             ocsp_base_url: None,
+            ca_recheck: issue::CA_RECHECK,
         }
     }
 }
@@ -150,6 +159,7 @@ impl std::fmt::Debug for Config {
             .field("policy_timeout", &self.policy_timeout)
             .field("crl_base_url", &self.crl_base_url)
             .field("ocsp_base_url", &self.ocsp_base_url)
+            .field("ca_recheck", &self.ca_recheck)
             .finish()
     }
 }
@@ -255,9 +265,12 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
 
     let outbox = Outbox::new(db.clone());
     let issuer = Arc::new(issue::Issuer {
+        writes: sigil_store::group::GroupCommit::spawn(db.clone(), WRITE_BATCH),
         db,
         outbox: outbox.clone(),
         cas: tokio::sync::RwLock::new(cas),
+        ca_checked: std::sync::Mutex::new(None),
+        ca_recheck: config.ca_recheck,
         keys,
         ca_common_name: config.ca_common_name.clone(),
         rt: rt.clone(),

@@ -306,7 +306,12 @@ async fn server_key_issuance_verifies_and_is_announced() {
     );
     assert_eq!(event.data.facts.key_algorithm, "ecdsa-p256");
     assert_eq!(event.data.certificate_pem, resp.certificate_pem);
-    assert_eq!(event.data.chain_pem, resp.chain_pem);
+    // The event names the signing intermediate instead of repeating the chain.
+    assert!(event.data.chain_pem.is_empty());
+    let inter = event.data.issuer_ca_id.as_deref().expect("issuer_ca_id");
+    let cas = h.ca_list().await;
+    let signer = cas.cas.iter().find(|c| c.id == inter).expect("known CA id");
+    assert_eq!(signer.certificate_pem, resp.chain_pem[0]);
     assert_eq!(event.data.requested_by, "workload:web");
     assert!(
         !message.payload.windows(11).any(|w| w == b"PRIVATE KEY"),

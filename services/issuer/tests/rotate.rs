@@ -3,8 +3,20 @@
 //! swaps them, retires the old one until its last leaf expires, and every leaf (old
 //! and new) verifies against the bundle with `sigil_pki::verify_chain`. Each slot
 //! change lands one `ca.bundle_changed` event; conflicts are refused; a restart keeps
-//! the slots.
+//! the slots. With an injected clock: a leaf still being signed by the old
+//! intermediate at the activation instant keeps it in the bundle (its `retire_until`
+//! is the intermediate's own notAfter), while finished or abandoned signings do not;
+//! and a retired intermediate stays in the bundle through the instant its last leaf
+//! expires (notAfter is inclusive), not a second longer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, SubsecRound as _, Utc};
+use sea_orm::{ConnectionTrait as _, Statement};
+use sigil_bus::{ManualClock, Runtime};
+use sigil_telemetry::{Health, Metrics};
+use tokio_util::sync::CancellationToken;
 
 use sigil_bus::ClientError;
 use sigil_contracts::event::{CaBundleChanged, CloudEvent, EventKind};
@@ -229,4 +241,217 @@ async fn prepare_then_activate_rotates_the_intermediate() {
         verifies_against(leaf, &auto.bundle);
     }
     issuer.stop().await;
+}
+
+impl Harness {
+    /// An issuer whose clock is `clock`.
+    async fn issuer_at(&self, clock: &ManualClock) -> Running {
+        let rt = Runtime::new(self.bus.clone(), Metrics::new(), Health::new())
+            .with_clock(Arc::new(clock.clone()));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(sigil_issuer::run(
+            self.base_config("Sigil Rotate"),
+            rt,
+            stop.clone(),
+        ));
+        self.wait_ready().await;
+        Running { stop, task }
+    }
+
+    /// Records an `issuer_intent` row for `ca_id` in `state`, as the issuer does after
+    /// linting a leaf and before signing it (`prepared`) or after giving up on it.
+    async fn intent(&self, serial: &str, ca_id: &str, state: &str, at: DateTime<Utc>) {
+        let db = sigil_store::connect(self.db.url(), "issuer").await.unwrap();
+        let backend = db.get_database_backend();
+        let at = at.to_rfc3339();
+        db.execute(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "INSERT INTO issuer_intent (serial, request_sha256, profile, ca_kind, \
+                     issuer_ca_id, state, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7::timestamptz, $7::timestamptz)"
+                }
+                _ => {
+                    "INSERT INTO issuer_intent (serial, request_sha256, profile, ca_kind, \
+                     issuer_ca_id, state, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                }
+            },
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => vec![
+                    serial.into(),
+                    "0".repeat(64).into(),
+                    "tls-server".into(),
+                    "hybrid".into(),
+                    ca_id.into(),
+                    state.into(),
+                    at.into(),
+                ],
+                _ => vec![
+                    serial.into(),
+                    "0".repeat(64).into(),
+                    "tls-server".into(),
+                    "hybrid".into(),
+                    ca_id.into(),
+                    state.into(),
+                    at.clone().into(),
+                    at.into(),
+                ],
+            },
+        ))
+        .await
+        .unwrap();
+    }
+
+    async fn current_intermediate(&self) -> CaInfo {
+        self.intermediates()
+            .await
+            .into_iter()
+            .find(|c| c.state == Some(CaState::Current))
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_leaf_signing_at_the_activation_instant_keeps_the_old_intermediate() {
+    let h = Harness::start().await;
+    let t0 = Utc::now().trunc_subsecs(0);
+    let clock = ManualClock::new(t0);
+    let issuer = h.issuer_at(&clock).await;
+
+    // Intermediate 1 issued one leaf, and a second one is being signed right now: its
+    // intent is recorded (`prepared`), its issuance is not. Activation, at the same
+    // instant, must keep intermediate 1 until the in-flight leaf can expire, i.e.
+    // until intermediate 1's own notAfter, not just until the recorded leaf's.
+    let first = h.current_intermediate().await;
+    let recorded = h.issue("recorded.example.com", 3600).await;
+    h.intent("00aa01", &first.id, "prepared", t0).await;
+    let rotated = h.rotate(RotateStep::Auto).await.unwrap();
+    let retired = rotated.retired.clone().unwrap();
+    assert_eq!(retired.id, first.id);
+    assert_ne!(first.not_after, recorded.not_after);
+    assert_eq!(
+        retired.retire_until,
+        Some(first.not_after),
+        "the in-flight leaf was not counted"
+    );
+
+    // Intermediate 2: one recorded leaf and signings that ended without a certificate
+    // (failed, discarded) or were recorded (issued): only the recorded leaf counts.
+    let second = rotated.current.clone();
+    let leaf = h.issue("second.example.com", 7200).await;
+    assert_eq!(leaf.chain_pem[0], second.certificate_pem);
+    for (serial, state) in [
+        ("00bb01", "failed"),
+        ("00bb02", "discarded"),
+        ("00bb03", "issued"),
+    ] {
+        h.intent(serial, &second.id, state, t0).await;
+    }
+    let rotated = h.rotate(RotateStep::Auto).await.unwrap();
+    let retired = rotated.retired.clone().unwrap();
+    assert_eq!(retired.id, second.id);
+    assert_eq!(retired.retire_until, Some(leaf.not_after));
+
+    // The bundle keeps intermediate 2 through the instant its last leaf expires
+    // (notAfter is inclusive) and drops it one second later.
+    clock.set(leaf.not_after);
+    let bundle = h.bundle().await;
+    assert!(bundle.intermediates.contains(&second.certificate_pem));
+    assert!(bundle.intermediates.contains(&first.certificate_pem));
+    clock.set(leaf.not_after + Duration::seconds(1));
+    let bundle = h.bundle().await;
+    assert!(!bundle.intermediates.contains(&second.certificate_pem));
+    assert!(bundle.intermediates.contains(&first.certificate_pem));
+    assert!(
+        bundle
+            .intermediates
+            .contains(&rotated.current.certificate_pem)
+    );
+    issuer.stop().await;
+}
+
+/// A replica whose in-memory CA hierarchy is stale (it compares with the database only
+/// once an hour here) prepares a request with the intermediate another replica has just
+/// retired: its intent is refused, nothing is signed with the retired intermediate, and
+/// the request is prepared again with the new one.
+#[tokio::test]
+async fn a_request_prepared_with_an_intermediate_another_replica_retired_is_prepared_again() {
+    let h = Harness::start().await;
+    let stale = h
+        .start_issuer(sigil_issuer::Config {
+            ca_recheck: std::time::Duration::from_secs(3600),
+            ..h.base_config("Sigil Rotate")
+        })
+        .await;
+    let first = h.issue("first.example.com", 3600).await;
+    let old = first.chain_pem[0].clone();
+
+    // Replica B shares the database but not the NATS server, so only B sees the
+    // rotation and only A sees the next issuance.
+    let nats_b = sigil_testkit::NatsServer::start().await;
+    let bus_b = sigil_bus::Bus::connect(&nats_b.url(), "replica-b")
+        .await
+        .unwrap();
+    let stop_b = CancellationToken::new();
+    let replica_b = tokio::spawn(sigil_issuer::run(
+        h.base_config("Sigil Rotate"),
+        Runtime::new(bus_b.clone(), Metrics::new(), Health::new()),
+        stop_b.clone(),
+    ));
+    let rotate_b = |step| {
+        let bus_b = bus_b.clone();
+        async move {
+            bus_b
+                .request::<_, CaRotateResponse>(
+                    ISSUER_CA_ROTATE,
+                    &CaRotateRequest { step },
+                    TIMEOUT,
+                )
+                .await
+        }
+    };
+    sigil_testkit::eventually_ok(TIMEOUT, "replica B prepares", || {
+        rotate_b(RotateStep::Prepare)
+    })
+    .await;
+    let activated = rotate_b(RotateStep::Activate).await.unwrap();
+    let new = activated.current.certificate_pem.clone();
+    assert_ne!(new, old);
+
+    let after = h.issue("after.example.com", 3600).await;
+    assert_eq!(
+        after.chain_pem[0], new,
+        "prepared again with the new intermediate"
+    );
+    common::sigil_verify(&after);
+    // The refused attempt left no intent behind: the old intermediate has one, the
+    // first leaf's, and its retire_until is that leaf's notAfter.
+    let retired = activated.retired.expect("the old intermediate is retired");
+    assert_eq!(retired.certificate_pem, old);
+    assert_eq!(retired.retire_until, Some(first.not_after));
+    let db = sigil_store::connect(h.db.url(), "issuer").await.unwrap();
+    let backend = db.get_database_backend();
+    let count = db
+        .query_one(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "SELECT COUNT(*) AS n FROM issuer_intent WHERE issuer_ca_id = $1"
+                }
+                _ => "SELECT COUNT(*) AS n FROM issuer_intent WHERE issuer_ca_id = ?",
+            },
+            [retired.id.clone().into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(count, 1);
+
+    stop_b.cancel();
+    replica_b.await.unwrap().unwrap();
+    stale.stop().await;
 }

@@ -26,7 +26,10 @@ use std::path::Path;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, DatabaseConnection, DbErr, EntityTrait, SqlErr, TransactionTrait};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, SqlErr,
+    TransactionTrait,
+};
 use serde::Deserialize;
 use sigil_bus::consumer::{self, ConsumerSpec, Delivery, HandleError};
 use sigil_bus::service::Router;
@@ -136,17 +139,19 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
     }
     {
         let spec = ConsumerSpec::new(DURABLE, vec![subjects::event_subject(IdentityIssued::KIND)]);
-        let clock = rt.clock.clone();
-        let db = db.clone();
-        let handler = move |delivery: Delivery| {
-            let db = db.clone();
-            let now = clock.now();
-            async move { handle_delivery(&db, &delivery, now).await }
-        };
+        let handler = inbox::batch_handler(
+            db.clone(),
+            DURABLE,
+            inbox::with_clock(rt.clock.clone(), |txn, delivery, now| {
+                Box::pin(handle_delivery(txn, delivery, now))
+            }),
+        );
         let bus = rt.bus.clone();
         let metrics = rt.metrics.clone();
         let front = front.clone();
-        tasks.spawn(async move { Ok(consumer::run(bus, spec, metrics, front, handler).await?) });
+        tasks.spawn(
+            async move { Ok(consumer::run_batched(bus, spec, metrics, front, handler).await?) },
+        );
     }
     tracing::info!(
         service = SERVICE.name(),
@@ -285,7 +290,7 @@ pub async fn revoke(
 /// Returns `false` when this consumer had already applied the event (redelivery): then
 /// nothing changes. A serial seen again under a new event id keeps its first record.
 pub async fn record_issued(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     event: &CloudEvent<IdentityIssued>,
     now: DateTime<Utc>,
 ) -> Result<bool, HandleError> {
@@ -298,12 +303,12 @@ pub async fn record_issued(
         ))
     })?;
     let retry = |e: DbErr| HandleError::Retry(format!("revocation database: {e}"));
-    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
+    if !inbox::first_delivery(txn, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    else {
+    {
         return Ok(false);
-    };
+    }
     let row = known_certificate::ActiveModel {
         serial: Set(serial),
         issuer: Set(facts.issuer.clone()),
@@ -316,15 +321,14 @@ pub async fn record_issued(
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(txn)
         .await
         .map_err(retry)?;
-    txn.commit().await.map_err(retry)?;
     Ok(true)
 }
 
 async fn handle_delivery(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     delivery: &Delivery,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
@@ -332,7 +336,7 @@ async fn handle_delivery(
         return Ok(());
     }
     let event = delivery.decode::<IdentityIssued>()?;
-    if record_issued(db, &event, now).await? {
+    if record_issued(txn, &event, now).await? {
         tracing::debug!(serial = %event.data.facts.serial, "known certificate recorded");
     }
     Ok(())

@@ -103,6 +103,7 @@ fn issued(serial: &str) -> CloudEvent<IdentityIssued> {
                 fingerprint_sha256: "ab".repeat(32),
             },
             certificate_pem: pem("leaf"),
+            issuer_ca_id: Some("issuing".to_owned()),
             chain_pem: vec![pem("issuing"), pem("root")],
             requested_by: "anonymous".to_owned(),
             kind: sigil_contracts::types::CaKind::Classical,

@@ -1,11 +1,12 @@
 //! Applying identity events to the `tracked` table.
 //!
-//! Each event is applied in one transaction that starts with
-//! [`sigil_store::inbox::begin_first`], so a redelivered event commits nothing.
+//! Each event is applied inside a transaction owned by
+//! [`sigil_store::inbox::apply_batch`] (one per batch of deliveries), starting with
+//! [`sigil_store::inbox::first_delivery`], so a redelivered event changes nothing.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use sigil_bus::consumer::{Delivery, HandleError, parse_serial};
 use sigil_contracts::CloudEvent;
 use sigil_contracts::event::{IdentityIssued, IdentityRevoked};
@@ -19,14 +20,14 @@ pub const DURABLE: &str = "rotation-scheduler";
 
 /// Dispatch one delivery to its handler.
 pub async fn handle(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     delivery: &Delivery,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     if delivery.is::<IdentityIssued>() {
-        apply_issued(db, &delivery.decode()?, now).await
+        apply_issued(txn, &delivery.decode()?, now).await
     } else if delivery.is::<IdentityRevoked>() {
-        apply_revoked(db, &delivery.decode()?, now).await
+        apply_revoked(txn, &delivery.decode()?, now).await
     } else {
         Err(HandleError::Poison(format!(
             "unexpected subject {}",
@@ -38,7 +39,7 @@ pub async fn handle(
 /// Start tracking a newly issued credential. A serial already tracked is left as it
 /// is (its state, in particular, is never reset to `tracking`).
 pub async fn apply_issued(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     event: &CloudEvent<IdentityIssued>,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
@@ -49,12 +50,12 @@ pub async fn apply_issued(
         facts.not_after,
         schedule::jitter_fraction(&serial),
     );
-    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
+    if !inbox::first_delivery(txn, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    else {
+    {
         return Ok(());
-    };
+    }
     let row = tracked::ActiveModel {
         serial: Set(serial.clone()),
         not_before: Set(facts.not_before),
@@ -69,10 +70,9 @@ pub async fn apply_issued(
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(txn)
         .await
         .map_err(retry)?;
-    txn.commit().await.map_err(retry)?;
     if inserted == 1 {
         tracing::debug!(%serial, %renew_at, not_after = %facts.not_after, "tracking credential");
     }
@@ -84,28 +84,28 @@ pub async fn apply_issued(
 /// A revocation for a serial we have not seen yet is retried: its `identity.issued`
 /// may still be on its way, and tracking it afterwards would announce a renewal.
 pub async fn apply_revoked(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     event: &CloudEvent<IdentityRevoked>,
     now: DateTime<Utc>,
 ) -> Result<(), HandleError> {
     let serial = parse_serial(&event.data.serial)?;
-    let Some(txn) = inbox::begin_first(db, DURABLE, &event.id)
+    if !inbox::first_delivery(txn, DURABLE, &event.id)
         .await
         .map_err(retry)?
-    else {
+    {
         return Ok(());
-    };
+    }
     let updated = tracked::Entity::update_many()
         .col_expr(tracked::Column::State, Expr::value(State::Revoked))
         .col_expr(tracked::Column::UpdatedAt, Expr::value(now))
         .filter(tracked::Column::Serial.eq(serial.as_str()))
         .filter(tracked::Column::State.ne(State::Revoked))
-        .exec(&txn)
+        .exec(txn)
         .await
         .map_err(retry)?;
     if updated.rows_affected == 0 {
         let known = tracked::Entity::find_by_id(serial.clone())
-            .one(&txn)
+            .one(txn)
             .await
             .map_err(retry)?;
         if known.is_none() {
@@ -115,5 +115,5 @@ pub async fn apply_revoked(
             )));
         }
     }
-    txn.commit().await.map_err(retry)
+    Ok(())
 }

@@ -29,6 +29,7 @@ use sigil_bus::Runtime;
 use sigil_bus::consumer::{self, ConsumerSpec};
 use sigil_contracts::EventKind;
 use sigil_contracts::subjects::event_subject;
+use sigil_store::inbox;
 use sigil_store::outbox::Outbox;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -119,13 +120,17 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
             .collect(),
     );
     {
-        let (db, clock) = (db.clone(), rt.clock.clone());
-        let handler = move |delivery| {
-            let (db, clock) = (db.clone(), clock.clone());
-            async move { consume::handle(&db, &delivery, clock.now()).await }
-        };
+        let handler = inbox::batch_handler(
+            db.clone(),
+            consume::DURABLE,
+            inbox::with_clock(rt.clock.clone(), |txn, delivery, now| {
+                Box::pin(consume::handle(txn, delivery, now))
+            }),
+        );
         let (bus, metrics, stop) = (rt.bus.clone(), rt.metrics.clone(), stop.clone());
-        tasks.spawn(async move { Ok(consumer::run(bus, spec, metrics, stop, handler).await?) });
+        tasks.spawn(
+            async move { Ok(consumer::run_batched(bus, spec, metrics, stop, handler).await?) },
+        );
     }
     {
         let (bus, metrics, stop, outbox) = (

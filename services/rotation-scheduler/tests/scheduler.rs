@@ -107,6 +107,7 @@ fn issued(
                 fingerprint_sha256: "cd".repeat(32),
             },
             certificate_pem: String::new(),
+            issuer_ca_id: None,
             chain_pem: vec![],
             requested_by: "test".to_owned(),
             kind: sigil_contracts::types::CaKind::Classical,

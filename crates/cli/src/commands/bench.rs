@@ -30,6 +30,39 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// End-to-end issuance: request → policy → sign → store + outbox → reply
     Issue(IssueBench),
+    /// Raw in-process signing, the baseline for `issue`: build, lint, sign and
+    /// re-verify a leaf from a pre-parsed P-256 CSR on one thread (no NATS, no storage,
+    /// no policy). Needs no running Sigil.
+    Sign(SignBench),
+}
+
+#[derive(Debug, Args)]
+pub struct SignBench {
+    /// Kind of the in-memory CA that signs (the kinds `bench issue` can drive with a
+    /// CSR)
+    #[arg(long, value_enum, default_value_t = SignKind::Hybrid)]
+    pub kind: SignKind,
+    /// Certificates to sign
+    #[arg(long, default_value_t = 2000)]
+    pub count: usize,
+}
+
+/// CA kinds for `bench sign`: each with the same CA algorithms as `sigil up`'s default
+/// for that kind (P-256; hybrid adds ML-DSA-65).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SignKind {
+    Classical,
+    Hybrid,
+}
+
+/// Results of a `bench sign` run.
+#[derive(Debug, Serialize)]
+pub struct SignReport {
+    pub kind: &'static str,
+    pub count: usize,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub mean_us: f64,
 }
 
 #[derive(Debug, Args)]
@@ -88,13 +121,105 @@ fn request(csr: &str, n: usize) -> IssueRequest {
 }
 
 pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<(), CliError> {
-    let BenchWhat::Issue(b) = args.what;
-    if b.count == 0 || b.concurrency == 0 {
-        return Err(CliError::Other(
-            "--count and --concurrency must be positive".to_owned(),
-        ));
+    match args.what {
+        BenchWhat::Issue(b) => run_issue(global, b).await,
+        BenchWhat::Sign(b) => run_sign(global, &b),
     }
-    let bus = global.connect().await?;
+}
+
+fn run_sign(global: &GlobalArgs, b: &SignBench) -> Result<(), CliError> {
+    use sigil_contracts::types::KeyAlgorithm;
+    use sigil_pki::mldsa::MlDsaLevel;
+    use sigil_pki::{LeafKey, LeafOptions, LeafRequest};
+
+    if b.count == 0 {
+        return Err(CliError::Other("--count must be positive".to_owned()));
+    }
+    let pki = |e: sigil_pki::PkiError| CliError::Other(format!("bench sign: {e}"));
+    let (csr, _) = bench_csr()?;
+    let now = chrono::Utc::now();
+    let ca_end = now + chrono::Duration::days(2);
+    let req = LeafRequest {
+        profile: Profile::TlsServer,
+        sans: Sans {
+            dns: vec!["bench.example.com".to_owned()],
+            ..Sans::default()
+        },
+        common_name: None,
+        not_before: now,
+        not_after: now + chrono::Duration::days(1),
+        key: LeafKey::Csr(sigil_pki::parse_csr(&csr).map_err(pki)?),
+    };
+    let opts = LeafOptions::default();
+    let p256 = KeyAlgorithm::EcdsaP256;
+    let bar = bar(global, b.count);
+    let started;
+    match b.kind {
+        SignKind::Classical => {
+            let root = sigil_pki::create_root("Bench Root", p256, now, ca_end).map_err(pki)?;
+            let ca = sigil_pki::create_intermediate(&root, "Bench CA", p256, now, ca_end)
+                .map_err(pki)?;
+            started = Instant::now();
+            for _ in 0..b.count {
+                sigil_pki::prepare_leaf_cert(&ca, &req, &opts)
+                    .and_then(sigil_pki::PreparedCert::sign)
+                    .map_err(pki)?;
+                bar.inc(1);
+            }
+        }
+        SignKind::Hybrid => {
+            let level = MlDsaLevel::L65;
+            let root = sigil_pki::create_hybrid_root("Bench Root", p256, level, now, ca_end)
+                .map_err(pki)?;
+            let ca =
+                sigil_pki::create_hybrid_intermediate(&root, "Bench CA", p256, level, now, ca_end)
+                    .map_err(pki)?;
+            started = Instant::now();
+            for _ in 0..b.count {
+                sigil_pki::prepare_hybrid_leaf(&ca, &req, None, &opts)
+                    .and_then(sigil_pki::PreparedCert::sign)
+                    .map_err(pki)?;
+                bar.inc(1);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let report = SignReport {
+        kind: match b.kind {
+            SignKind::Classical => "classical",
+            SignKind::Hybrid => "hybrid",
+        },
+        count: b.count,
+        seconds: elapsed.as_secs_f64(),
+        per_second: b.count as f64 / elapsed.as_secs_f64(),
+        mean_us: elapsed.as_secs_f64() * 1e6 / b.count as f64,
+    };
+    print_report(global, &report, || {
+        format!(
+            "signed {} {} leaves on one thread in {:.2}s: {:.0}/s · {:.1} µs each",
+            report.count, report.kind, report.seconds, report.per_second, report.mean_us
+        )
+    })
+}
+
+/// Prints `report` as one JSON line under `--json`, else the line `text` makes.
+fn print_report<T: Serialize>(
+    global: &GlobalArgs,
+    report: &T,
+    text: impl FnOnce() -> String,
+) -> Result<(), CliError> {
+    if global.json {
+        let json = serde_json::to_string(report).map_err(|e| CliError::Other(e.to_string()))?;
+        println!("{json}");
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+/// A P-256 CSR (PEM) for `bench.example.com`, and its key.
+fn bench_csr() -> Result<(String, rcgen::KeyPair), CliError> {
     let key = rcgen::KeyPair::generate().map_err(|e| CliError::Other(e.to_string()))?;
     let params = rcgen::CertificateParams::new(vec!["bench.example.com".to_owned()])
         .map_err(|e| CliError::Other(e.to_string()))?;
@@ -102,6 +227,31 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<(), CliError> {
         .serialize_request(&key)
         .and_then(|r| r.pem())
         .map_err(|e| CliError::Other(e.to_string()))?;
+    Ok((csr, key))
+}
+
+/// A progress bar for `count` items, hidden under `--json`.
+fn bar(global: &GlobalArgs, count: usize) -> ProgressBar {
+    let bar = if global.json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(count as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn run_issue(global: &GlobalArgs, b: IssueBench) -> Result<(), CliError> {
+    if b.count == 0 || b.concurrency == 0 {
+        return Err(CliError::Other(
+            "--count and --concurrency must be positive".to_owned(),
+        ));
+    }
+    let bus = global.connect().await?;
+    let (csr, _key) = bench_csr()?;
     // The CSR names one host; requests name another, so send SANs from the CSR.
     let csr = Arc::new(csr);
 
@@ -113,15 +263,7 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<(), CliError> {
             .await?;
     }
 
-    let bar = if global.json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(b.count as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = bar(global, b.count);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let samples = Arc::new(Mutex::new(Vec::with_capacity(b.count)));
     let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -176,13 +318,8 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<(), CliError> {
         p99_ms: ms(quantile(&s, 0.99)),
         max_ms: ms(s.last().copied().unwrap_or_default()),
     };
-    if global.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| CliError::Other(e.to_string()))?
-        );
-    } else {
-        println!(
+    print_report(global, &report, || {
+        format!(
             "issued {} (errors {}) at concurrency {} in {:.2}s: {:.0}/s · p50 {:.2} ms · p90 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
             report.count - report.errors,
             report.errors,
@@ -193,8 +330,8 @@ pub async fn run(global: &GlobalArgs, args: BenchArgs) -> Result<(), CliError> {
             report.p90_ms,
             report.p99_ms,
             report.max_ms
-        );
-    }
+        )
+    })?;
     if report.errors > 0 {
         return Err(CliError::Other(format!(
             "{} requests failed",

@@ -5,6 +5,7 @@ pub mod ca;
 pub mod events;
 pub mod issue;
 pub mod ls;
+pub mod policy;
 pub mod revoke;
 pub mod serve;
 pub mod show;

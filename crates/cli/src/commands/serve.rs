@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// Database URL (default: SQLite file in the data dir)
     #[arg(long, env = "SIGIL_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
-    /// Policy rules (TOML), for the policy service
+    /// Cedar policies seeded as version 1 of a new installation, for the policy service
     #[arg(long, env = "SIGIL_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<std::path::PathBuf>,
     /// Kind of CA a new installation creates: classical, hybrid (ECDSA + ML-DSA

@@ -24,7 +24,7 @@ pub struct UpArgs {
     /// Database URL for every service (default: one SQLite file per service in the data dir)
     #[arg(long, env = "SIGIL_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
-    /// Policy rules (TOML); default: local names and private addresses, 90-day maximum
+    /// Cedar policies seeded as version 1 of a new installation; default: local names and private addresses, 90-day maximum
     #[arg(long, env = "SIGIL_POLICY_FILE", value_name = "FILE")]
     pub policy: Option<std::path::PathBuf>,
     /// Kind of CA a new installation creates: classical, hybrid (ECDSA + ML-DSA

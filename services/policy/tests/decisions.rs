@@ -1,0 +1,616 @@
+//! The decision table: at least 30 requests against one policy set
+//! (`data/test-policies.cedar` with the group memberships of `data/test-entities.json`),
+//! each with its expected outcome: allowed, allowed with the lifetime clamped, or denied
+//! with reasons naming the deciding policies. Plus the time-phased rules at both sides
+//! of their dates, the built-in default set, and bad input refused with typed errors.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{DateTime, TimeZone, Utc};
+use sigil_contracts::policy::{Action, EvaluateRequest};
+use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile, Sans};
+use sigil_policy::{Compiled, PolicyError, RequestError, templates};
+
+const POLICIES: &str = include_str!("data/test-policies.cedar");
+const ENTITIES: &str = include_str!("data/test-entities.json");
+const DAY: i64 = 86_400;
+
+fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, 12, 0, 0).unwrap()
+}
+
+/// A request by `principal` for `names` (`dns:…`, `ip:…`, `uri:…`): tls-server, one
+/// day, ECDSA P-256, hybrid.
+fn req(principal: &str, names: &[&str]) -> EvaluateRequest {
+    let mut sans = Sans::default();
+    for n in names {
+        match n.split_once(':') {
+            Some(("dns", v)) => sans.dns.push(v.to_owned()),
+            Some(("ip", v)) => sans.ip.push(v.parse().unwrap()),
+            Some(("uri", v)) => sans.uri.push(v.to_owned()),
+            _ => panic!("bad name {n}"),
+        }
+    }
+    EvaluateRequest {
+        principal: principal.to_owned(),
+        action: Action::Issue,
+        profile: Profile::TlsServer,
+        sans,
+        ttl_seconds: DAY,
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+        kind: Some(CaKind::Hybrid),
+        key_bits: None,
+    }
+}
+
+#[derive(Debug)]
+enum Expect {
+    Allow,
+    /// Allowed with the lifetime clamped to this, a note naming the policy.
+    Clamp(i64, &'static str),
+    /// Denied; every needle appears in some reason.
+    Deny(&'static [&'static str]),
+}
+
+struct Case {
+    what: &'static str,
+    req: EvaluateRequest,
+    expect: Expect,
+}
+
+fn case(what: &'static str, req: EvaluateRequest, expect: Expect) -> Case {
+    Case { what, req, expect }
+}
+
+fn with(mut r: EvaluateRequest, f: impl FnOnce(&mut EvaluateRequest)) -> EvaluateRequest {
+    f(&mut r);
+    r
+}
+
+fn table() -> Vec<Case> {
+    use Expect::*;
+    vec![
+        case(
+            "a name under the group's suffix",
+            req("workload:web", &["dns:web.example.com"]),
+            Allow,
+        ),
+        case(
+            "the suffix itself",
+            req("workload:web", &["dns:example.com"]),
+            Allow,
+        ),
+        case(
+            "case and trailing dot are normalized",
+            req("workload:web", &["dns:WEB.Example.COM."]),
+            Allow,
+        ),
+        case(
+            "several names, all allowed",
+            req(
+                "workload:web",
+                &["dns:a.example.com", "dns:b.example.com", "ip:10.1.2.3"],
+            ),
+            Allow,
+        ),
+        case(
+            "a SAN outside the allowed suffix",
+            req("workload:web", &["dns:evil.com"]),
+            Deny(&["no policy permits issue of dns name evil.com for workload:web"]),
+        ),
+        case(
+            "one bad name among good ones",
+            req(
+                "workload:web",
+                &["dns:a.example.com", "dns:evil.example.net"],
+            ),
+            Deny(&["dns name evil.example.net"]),
+        ),
+        case(
+            "a look-alike suffix",
+            req("workload:web", &["dns:notexample.com"]),
+            Deny(&["notexample.com"]),
+        ),
+        case(
+            "the suffix inside a longer name",
+            req("workload:web", &["dns:example.com.evil.net"]),
+            Deny(&["example.com.evil.net"]),
+        ),
+        case(
+            "a wildcard without permission",
+            req("workload:web", &["dns:*.example.com"]),
+            Deny(&["no-wildcards: wildcard names need the wildcard permission"]),
+        ),
+        case(
+            "a wildcard with permission",
+            req("workload:edge", &["dns:*.example.com"]),
+            Allow,
+        ),
+        case(
+            "a wildcard with permission but outside the suffix",
+            req("workload:edge", &["dns:*.com"]),
+            Deny(&["*.com"]),
+        ),
+        case(
+            "a wildcard not in the leftmost label",
+            req("workload:edge", &["dns:a.*.example.com"]),
+            Deny(&["is not a valid DNS name"]),
+        ),
+        case(
+            "invalid DNS syntax",
+            req("workload:web", &["dns:bad_name.example.com"]),
+            Deny(&["is not a valid DNS name"]),
+        ),
+        case(
+            "an IP inside the group's range",
+            req("workload:web", &["ip:10.1.200.7"]),
+            Allow,
+        ),
+        case(
+            "an IP outside its range",
+            req("workload:web", &["ip:10.2.0.1"]),
+            Deny(&["no policy permits issue of ip address 10.2.0.1 for workload:web"]),
+        ),
+        case(
+            "an IPv4-mapped IPv6 address is judged as IPv4",
+            req("workload:web", &["ip:::ffff:10.1.0.9"]),
+            Allow,
+        ),
+        case(
+            "a SPIFFE ID under the group's path",
+            with(
+                req(
+                    "workload:pay",
+                    &["uri:spiffe://example.org/ns/payments/sa/api"],
+                ),
+                |r| r.profile = Profile::SpiffeX509Svid,
+            ),
+            Allow,
+        ),
+        case(
+            "a SPIFFE ID outside its path",
+            with(
+                req(
+                    "workload:pay",
+                    &["uri:spiffe://example.org/ns/billing/sa/api"],
+                ),
+                |r| r.profile = Profile::SpiffeX509Svid,
+            ),
+            Deny(&["no policy permits issue of uri spiffe://example.org/ns/billing/sa/api"]),
+        ),
+        case(
+            "a SPIFFE ID in another trust domain",
+            with(
+                req(
+                    "workload:pay",
+                    &["uri:spiffe://example.org.evil/ns/payments/x"],
+                ),
+                |r| r.profile = Profile::SpiffeX509Svid,
+            ),
+            Deny(&["example.org.evil"]),
+        ),
+        case(
+            "a SPIFFE path escaping with dot segments",
+            with(
+                req(
+                    "workload:pay",
+                    &["uri:spiffe://example.org/ns/payments/../billing"],
+                ),
+                |r| r.profile = Profile::SpiffeX509Svid,
+            ),
+            Deny(&["dot path segment"]),
+        ),
+        case(
+            "a principal outside the group",
+            req("workload:pay", &["dns:web.example.com"]),
+            Deny(&["for workload:pay"]),
+        ),
+        case(
+            "an over-long lifetime is clamped",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.ttl_seconds = 400 * DAY
+            }),
+            Clamp(90 * DAY, "max-lifetime-tls-server"),
+        ),
+        case(
+            "a lifetime at the maximum is not clamped",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.ttl_seconds = 90 * DAY
+            }),
+            Allow,
+        ),
+        case(
+            "the smallest clamp wins (tls-client)",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.profile = Profile::TlsClient;
+                r.ttl_seconds = 30 * DAY;
+            }),
+            Clamp(DAY, "max-lifetime-tls-client"),
+        ),
+        case(
+            "an over-long lifetime is denied where configured",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.profile = Profile::CodeSigning;
+                r.ttl_seconds = 400 * DAY;
+            }),
+            Deny(&["max-lifetime-code-signing: code-signing certificates live at most 365 days"]),
+        ),
+        case(
+            "a clamp does not rescue a name no policy permits",
+            with(req("workload:web", &["dns:evil.com"]), |r| {
+                r.ttl_seconds = 400 * DAY
+            }),
+            Deny(&["no policy permits issue of dns name evil.com"]),
+        ),
+        case(
+            "a non-positive lifetime",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.ttl_seconds = 0
+            }),
+            Deny(&["ttl_seconds must be positive"]),
+        ),
+        case(
+            "RSA-1024",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.key_algorithm = KeyAlgorithm::Rsa2048;
+                r.key_bits = Some(1024);
+            }),
+            Deny(&["min-rsa-2048: RSA keys must have at least 2048 bits"]),
+        ),
+        case(
+            "RSA-2048 before its sunset",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.key_algorithm = KeyAlgorithm::Rsa2048
+            }),
+            Allow,
+        ),
+        case(
+            "a refused algorithm",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.key_algorithm = KeyAlgorithm::MlDsa44
+            }),
+            Deny(&["no-ml-dsa-44"]),
+        ),
+        case(
+            "a classical-only request where hybrid is required",
+            with(
+                req(
+                    "workload:pay",
+                    &["uri:spiffe://example.org/ns/payments/api"],
+                ),
+                |r| {
+                    r.profile = Profile::SpiffeX509Svid;
+                    r.kind = Some(CaKind::Classical);
+                },
+            ),
+            Deny(&[
+                "pq-required-spiffe: spiffe-x509-svid certificates must be hybrid or post-quantum",
+            ]),
+        ),
+        case(
+            "an absent kind counts as classical",
+            with(
+                req(
+                    "workload:pay",
+                    &["uri:spiffe://example.org/ns/payments/api"],
+                ),
+                |r| {
+                    r.profile = Profile::SpiffeX509Svid;
+                    r.kind = None;
+                },
+            ),
+            Deny(&["pq-required-spiffe"]),
+        ),
+        case(
+            "pure ML-DSA satisfies hybrid-required",
+            with(
+                req(
+                    "workload:pay",
+                    &["uri:spiffe://example.org/ns/payments/api"],
+                ),
+                |r| {
+                    r.profile = Profile::SpiffeX509Svid;
+                    r.kind = Some(CaKind::Mldsa);
+                    r.key_algorithm = KeyAlgorithm::MlDsa65;
+                },
+            ),
+            Allow,
+        ),
+        case(
+            "every failing policy is reported",
+            with(
+                req("workload:web", &["dns:*.example.com", "dns:evil.com"]),
+                |r| {
+                    r.key_algorithm = KeyAlgorithm::Rsa2048;
+                    r.key_bits = Some(1024);
+                },
+            ),
+            Deny(&["no-wildcards", "min-rsa-2048", "dns name evil.com"]),
+        ),
+        case(
+            "an agent may have .internal names",
+            req("agent:node-1", &["dns:node-1.internal"]),
+            Allow,
+        ),
+        case(
+            "an agent may not revoke",
+            with(req("agent:node-1", &["dns:node-1.internal"]), |r| {
+                r.action = Action::Revoke
+            }),
+            Deny(&["no policy permits revoke of dns name node-1.internal for agent:node-1"]),
+        ),
+        case(
+            "an admin may revoke anything (lifetime ignored)",
+            with(req("admin:root", &["dns:anything.test"]), |r| {
+                r.action = Action::Revoke;
+                r.ttl_seconds = 0;
+            }),
+            Allow,
+        ),
+        case(
+            "an admin may read",
+            with(req("admin:root", &["dns:anything.test"]), |r| {
+                r.action = Action::Read
+            }),
+            Allow,
+        ),
+        case(
+            "an admin may not issue arbitrary names",
+            req("admin:root", &["dns:anything.test"]),
+            Deny(&["no policy permits issue"]),
+        ),
+        case(
+            "anonymous requesters get nothing here",
+            req("anonymous", &["dns:web.example.com"]),
+            Deny(&["for anonymous"]),
+        ),
+        case(
+            "a request without names",
+            req("workload:web", &[]),
+            Deny(&["a request without subject names"]),
+        ),
+    ]
+}
+
+#[test]
+fn decision_table() {
+    let engine = Compiled::new("table", POLICIES, Some(ENTITIES)).unwrap();
+    let cases = table();
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    let now = at(2026, 1, 1);
+    for c in cases {
+        let d = engine.decide(&c.req, now).unwrap();
+        assert_eq!(d.policy_version, "table");
+        match c.expect {
+            Expect::Allow => {
+                assert!(d.allowed, "{}: {d:?}", c.what);
+                assert!(!d.constraints.ttl_clamped, "{}: {d:?}", c.what);
+                assert_eq!(d.constraints.ttl_seconds, c.req.ttl_seconds, "{}", c.what);
+            }
+            Expect::Clamp(ttl, policy) => {
+                assert!(d.allowed, "{}: {d:?}", c.what);
+                assert!(d.constraints.ttl_clamped, "{}: {d:?}", c.what);
+                assert_eq!(d.constraints.ttl_seconds, ttl, "{}", c.what);
+                assert!(
+                    d.reasons
+                        .iter()
+                        .any(|r| r.contains("clamped") && r.contains(policy)),
+                    "{}: {:?}",
+                    c.what,
+                    d.reasons
+                );
+            }
+            Expect::Deny(needles) => {
+                assert!(!d.allowed, "{}: {d:?}", c.what);
+                for n in needles {
+                    assert!(
+                        d.reasons.iter().any(|r| r.contains(n)),
+                        "{}: no reason contains {n:?}: {:?}",
+                        c.what,
+                        d.reasons
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn explanation_names_the_deciding_policies_per_name() {
+    let engine = Compiled::new("table", POLICIES, Some(ENTITIES)).unwrap();
+    let e = engine
+        .explain(
+            &req("workload:web", &["dns:a.example.com", "dns:*.example.com"]),
+            at(2026, 1, 1),
+        )
+        .unwrap();
+    assert!(!e.decision.allowed);
+    assert_eq!(e.principal, r#"Sigil::Workload::"web""#);
+    assert_eq!(e.evaluations.len(), 2);
+    assert!(e.evaluations[0].allowed);
+    assert_eq!(e.evaluations[0].name, "dns:a.example.com");
+    assert_eq!(e.evaluations[0].determining[0].id, "frontend-dns");
+    assert!(!e.evaluations[1].allowed);
+    assert_eq!(e.evaluations[1].determining[0].id, "no-wildcards");
+    // The forbid denied only one of the two names: the reason says which.
+    assert_eq!(
+        e.decision.reasons,
+        vec!["no-wildcards: wildcard names need the wildcard permission (dns name *.example.com)"]
+    );
+}
+
+#[test]
+fn time_phased_rules_take_effect_at_their_date() {
+    let engine = Compiled::new("table", POLICIES, Some(ENTITIES)).unwrap();
+    // SC-081: 60 days is fine until 2029-03-15, then clamped to 47 days.
+    let r = with(req("workload:web", &["dns:web.example.com"]), |r| {
+        r.ttl_seconds = 60 * DAY
+    });
+    let before = engine.decide(&r, at(2029, 3, 14)).unwrap();
+    assert!(
+        before.allowed && !before.constraints.ttl_clamped,
+        "{before:?}"
+    );
+    let after = engine.decide(&r, at(2029, 3, 16)).unwrap();
+    assert!(after.allowed, "{after:?}");
+    assert_eq!(after.constraints.ttl_seconds, 47 * DAY);
+    assert!(
+        after.reasons[0].contains("sc081-47-days"),
+        "{:?}",
+        after.reasons
+    );
+    // 400 days: clamped by the 90-day rule first, then by SC-081's 47 days.
+    let long = with(r.clone(), |r| r.ttl_seconds = 400 * DAY);
+    assert_eq!(
+        engine
+            .decide(&long, at(2029, 3, 16))
+            .unwrap()
+            .constraints
+            .ttl_seconds,
+        47 * DAY
+    );
+    // Algorithm sunset: RSA-2048 allowed in 2029, refused from 2030-01-01.
+    let rsa = with(req("workload:web", &["dns:web.example.com"]), |r| {
+        r.key_algorithm = KeyAlgorithm::Rsa2048
+    });
+    assert!(engine.decide(&rsa, at(2029, 12, 31)).unwrap().allowed);
+    let refused = engine.decide(&rsa, at(2030, 1, 2)).unwrap();
+    assert!(!refused.allowed);
+    assert!(
+        refused.reasons[0].starts_with("sunset-rsa-2048"),
+        "{:?}",
+        refused.reasons
+    );
+}
+
+#[test]
+fn the_default_set_allows_what_sigil_allowed_before_cedar() {
+    let engine = Compiled::new("1", templates::DEFAULT, None).unwrap();
+    let now = at(2026, 6, 1);
+    let ok = |names: &[&str]| {
+        engine
+            .decide(&req("anonymous", names), now)
+            .unwrap()
+            .allowed
+    };
+    for allowed in [
+        &["dns:localhost"][..],
+        &["dns:web.example.com"],
+        &["dns:a.b.svc.cluster.local"],
+        &["dns:db.internal"],
+        &["ip:127.0.0.1"],
+        &["ip:::1"],
+        &["ip:192.168.0.9"],
+        &["uri:spiffe://example.org/web"],
+    ] {
+        assert!(ok(allowed), "{allowed:?}");
+    }
+    for denied in [
+        &["dns:evil.com"][..],
+        &["dns:*.example.com"],
+        &["ip:8.8.8.8"],
+        &["uri:https://example.org/"],
+    ] {
+        assert!(!ok(denied), "{denied:?}");
+    }
+    // Legacy principals without a type, and every principal type, are accepted.
+    for p in [
+        "e2e",
+        "bench",
+        "workload:web",
+        "agent:a",
+        "admin:root",
+        "service:issuer",
+    ] {
+        assert!(
+            engine
+                .decide(&req(p, &["dns:localhost"]), now)
+                .unwrap()
+                .allowed,
+            "{p}"
+        );
+    }
+    let long = with(req("anonymous", &["dns:localhost"]), |r| {
+        r.ttl_seconds = 365 * DAY
+    });
+    let d = engine.decide(&long, now).unwrap();
+    assert!(d.allowed && d.constraints.ttl_clamped);
+    assert_eq!(d.constraints.ttl_seconds, 90 * DAY);
+}
+
+#[test]
+fn unknown_principal_types_are_refused() {
+    let engine = Compiled::new("1", templates::DEFAULT, None).unwrap();
+    let err = engine
+        .decide(&req("robot:r2", &["dns:localhost"]), at(2026, 1, 1))
+        .unwrap_err();
+    assert_eq!(err, RequestError::UnknownPrincipalType("robot".into()));
+    for bad in ["", "workload:"] {
+        let err = engine
+            .decide(&req(bad, &["dns:localhost"]), at(2026, 1, 1))
+            .unwrap_err();
+        assert!(
+            matches!(err, RequestError::BadPrincipal(_)),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn malformed_policies_report_line_and_column() {
+    let text = "permit (principal, action, resource);\n\nforbid (principal, action, resource)\n  when { context.ttl_seconds > };\n";
+    let Err(PolicyError::Parse(problems)) = Compiled::new("x", text, None) else {
+        panic!("a parse error expected");
+    };
+    assert_eq!(problems[0].line, Some(4), "{problems:?}");
+    assert!(problems[0].column.is_some(), "{problems:?}");
+}
+
+#[test]
+fn policies_that_do_not_match_the_schema_are_refused() {
+    for (text, needle) in [
+        (
+            "permit (principal, action, resource) when { resource.colour == \"red\" };",
+            "colour",
+        ),
+        (
+            "permit (principal is Sigil::Robot, action, resource);",
+            "Robot",
+        ),
+        (
+            "permit (principal, action == Sigil::Action::\"fly\", resource);",
+            "fly",
+        ),
+        (
+            "permit (principal, action, resource) when { context.ttl_seconds == \"long\" };",
+            "",
+        ),
+    ] {
+        match Compiled::new("x", text, None) {
+            Err(PolicyError::Schema(problems)) => {
+                let all = format!("{problems:?}");
+                assert!(all.contains(needle), "{text}: {all}");
+                assert!(problems[0].line.is_some(), "{text}: {all}");
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        Compiled::new("x", "// nothing\n", None).unwrap_err(),
+        PolicyError::Empty
+    );
+    let bad_clamp = "@clamp_ttl_seconds(\"soon\") forbid (principal, action, resource);";
+    assert!(matches!(
+        Compiled::new("x", bad_clamp, None),
+        Err(PolicyError::Annotation(_))
+    ));
+    let dup = "@id(\"a\") permit (principal, action, resource);\n@id(\"a\") forbid (principal, action, resource);";
+    assert!(matches!(
+        Compiled::new("x", dup, None),
+        Err(PolicyError::Annotation(_))
+    ));
+    let bad_entities = r#"[{"uid":{"type":"Sigil::Robot","id":"r"},"attrs":{},"parents":[]}]"#;
+    assert!(matches!(
+        Compiled::new("x", templates::DEFAULT, Some(bad_entities)),
+        Err(PolicyError::Entities(_))
+    ));
+}
