@@ -5,7 +5,8 @@
 //! publishes unsent rows in order with `Nats-Msg-Id` = event id and marks them sent
 //! only after the JetStream ack. A crash before the mark means the row is published
 //! again, and JetStream's dedupe window drops the copy: nothing lost, nothing doubled.
-//! While NATS is away the relay retries with backoff.
+//! While NATS is away the relay retries with backoff. Published rows are deleted
+//! after [`KEEP_SENT`], so the table holds what is pending plus a day of history.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 /// Rows published per relay round.
 const BATCH: u64 = 256;
+/// How long published rows are kept (for inspection) before the relay deletes them:
+/// well past JetStream's 2-hour dedupe window, after which a re-publish would no
+/// longer be dropped anyway.
+pub const KEEP_SENT: Duration = Duration::from_secs(24 * 3600);
+/// How often the relay prunes published rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The `outbox` table.
 pub mod entity {
@@ -55,7 +62,8 @@ pub async fn enqueue<C: ConnectionTrait, T: EventData>(
 ) -> Result<(), DbErr> {
     let payload = serde_json::to_string(event)
         .map_err(|e| DbErr::Custom(format!("cannot encode event: {e}")))?;
-    entity::ActiveModel {
+    // One INSERT; nothing is read back.
+    entity::Entity::insert(entity::ActiveModel {
         event_id: Set(event.id.clone()),
         subject: Set(event.nats_subject()),
         payload: Set(payload),
@@ -63,10 +71,21 @@ pub async fn enqueue<C: ConnectionTrait, T: EventData>(
         created_at: Set(event.time),
         sent_at: Set(None),
         ..Default::default()
-    }
-    .insert(conn)
+    })
+    .exec_without_returning(conn)
     .await?;
     Ok(())
+}
+
+/// Deletes rows published before `before`; returns how many. Unsent rows are never
+/// deleted. The relay calls it with `now - `[`KEEP_SENT`].
+pub async fn prune_sent(db: &DatabaseConnection, before: DateTime<Utc>) -> Result<u64, DbErr> {
+    entity::Entity::delete_many()
+        .filter(entity::Column::SentAt.is_not_null())
+        .filter(entity::Column::SentAt.lt(before))
+        .exec(db)
+        .await
+        .map(|r| r.rows_affected)
 }
 
 /// Number of events not yet acknowledged by JetStream.
@@ -106,7 +125,12 @@ impl Outbox {
         shutdown: CancellationToken,
     ) {
         let mut backoff = Duration::from_millis(50);
+        let mut pruned_at = tokio::time::Instant::now();
         loop {
+            if pruned_at.elapsed() >= PRUNE_EVERY {
+                pruned_at = tokio::time::Instant::now();
+                self.prune(service).await;
+            }
             match self.publish_batch(&bus, service, &metrics).await {
                 Ok(n) if n as u64 == BATCH => continue,
                 Ok(_) => {
@@ -132,6 +156,18 @@ impl Outbox {
         // Drain what we can on the way out; whatever is left is sent after restart.
         if let Err(e) = self.publish_batch(&bus, service, &metrics).await {
             tracing::info!(service, error = %e, "outbox not drained at shutdown; will resume");
+        }
+    }
+
+    /// Deletes rows published more than [`KEEP_SENT`] ago (logged on failure; the
+    /// next round tries again).
+    async fn prune(&self, service: &'static str) {
+        let keep = chrono::Duration::from_std(KEEP_SENT).unwrap_or(chrono::Duration::days(1));
+        let before = Utc::now() - keep;
+        match prune_sent(&self.db, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(service, rows = n, "pruned published outbox rows"),
+            Err(e) => tracing::warn!(service, error = %e, "cannot prune the outbox"),
         }
     }
 

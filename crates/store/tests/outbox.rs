@@ -122,3 +122,54 @@ async fn replicas_migrating_together_both_start() {
     }
     db_handle.cleanup().await;
 }
+
+#[tokio::test]
+async fn pruning_deletes_only_rows_published_before_the_cutoff() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+    let db_handle = TestDb::from_env_or_sqlite().await;
+    let db = sigil_store::open::<Migrator>(db_handle.url(), "prune-test")
+        .await
+        .unwrap();
+    let events: Vec<_> = (0..4).map(event).collect();
+    for e in &events {
+        outbox::enqueue(&db, e).await.unwrap();
+    }
+    let now = Utc::now();
+    let mark = |id: &str, at: chrono::DateTime<Utc>| {
+        outbox::entity::Entity::update_many()
+            .col_expr(outbox::entity::Column::SentAt, Expr::value(at))
+            .filter(outbox::entity::Column::EventId.eq(id.to_owned()))
+            .exec(&db)
+    };
+    // Two published two days ago, one an hour ago, one never.
+    mark(&events[0].id, now - chrono::Duration::days(2))
+        .await
+        .unwrap();
+    mark(&events[1].id, now - chrono::Duration::days(2))
+        .await
+        .unwrap();
+    mark(&events[2].id, now - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+
+    let pruned = outbox::prune_sent(&db, now - chrono::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    let mut left: Vec<String> = outbox::entity::Entity::find()
+        .all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event_id)
+        .collect();
+    left.sort();
+    let mut kept = vec![events[2].id.clone(), events[3].id.clone()];
+    kept.sort();
+    assert_eq!(left, kept);
+    assert_eq!(outbox::pending(&db).await.unwrap(), 1);
+    assert_eq!(outbox::entity::Entity::find().count(&db).await.unwrap(), 2);
+    db_handle.cleanup().await;
+}
