@@ -45,6 +45,9 @@ pub enum Command {
     /// Run one service
     Serve(commands::serve::ServeArgs),
     Issue(commands::issue::IssueArgs),
+    /// Make a key pair and a CSR here (classical, ML-DSA, composite or hybrid); the
+    /// private key never leaves this machine
+    Csr(commands::csr::CsrArgs),
     Ls(commands::ls::LsArgs),
     Show(commands::show::ShowArgs),
     Revoke(commands::revoke::RevokeArgs),
@@ -88,6 +91,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Up(args) => commands::up::run(global, args).await,
         Command::Serve(args) => commands::serve::run(global, args).await,
         Command::Issue(args) => commands::issue::run(global, args).await,
+        Command::Csr(args) => commands::csr::run(global, &args),
         Command::Ls(args) => commands::ls::run(global, args).await,
         Command::Show(args) => commands::show::run(global, args).await,
         Command::Revoke(args) => commands::revoke::run(global, args).await,

@@ -1,6 +1,7 @@
 //! Rotating the intermediate through the real `sigil` binary, on a post-quantum CA.
 //!
-//! `sigil up` on a private nats-server, then: `sigil ca init --kind mldsa --force`
+//! `sigil up` on a private nats-server, then: a hybrid leaf for a hybrid CSR made by
+//! `sigil csr --alt ml-dsa-65` carries the requester's ML-DSA key; `sigil ca init --kind mldsa --force`
 //! replaces the default hybrid hierarchy (which stays in the bundle, retired); a leaf is issued for an ML-DSA CSR (the key
 //! never leaves the test); `sigil ca rotate --step prepare` puts a next intermediate
 //! in the trust bundle while the current one keeps signing; `sigil ca bundle` (table,
@@ -163,6 +164,33 @@ async fn rotate_and_bundle_through_the_cli() {
         data: data.path().to_owned(),
         nats: nats.url(),
     };
+
+    // On the default hybrid CA, `sigil csr --alt` makes both keys here; the leaf
+    // carries the requester's ML-DSA key (2.5.29.72) and verifies both ways.
+    let hybrid = data.path().join("hybrid");
+    cli.ok(&[
+        "csr",
+        "--key-alg",
+        "ecdsa-p256",
+        "--alt",
+        "ml-dsa-65",
+        "--dns",
+        "hybrid.example.com",
+        "--out",
+        hybrid.to_str().unwrap(),
+    ]);
+    let leaf = cli.issue_csr(&hybrid.join("csr.pem"), &hybrid);
+    assert_eq!(leaf["kind"], "hybrid");
+    let cert_pem = std::fs::read_to_string(hybrid.join("cert.pem")).unwrap();
+    let cert_der = sigil_pki::pem::decode(&cert_pem, &["CERTIFICATE"]).unwrap();
+    assert_eq!(
+        sigil_pki::hybrid::subject_alt_key_level(&cert_der).unwrap(),
+        Some(MlDsaLevel::L65)
+    );
+    cli.verify(
+        &hybrid.join("cert.pem"),
+        &["--chain", hybrid.join("chain.pem").to_str().unwrap()],
+    );
 
     // A pure ML-DSA hierarchy replaces the default hybrid one.
     let cas = cli.json(&[

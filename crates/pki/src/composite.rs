@@ -69,6 +69,10 @@ pub const PREFIX: &[u8] = b"CompositeAlgorithmSignatures2025";
 /// of `M'`).
 pub const MAX_CONTEXT_LEN: usize = 255;
 
+/// PEM label of a composite private key in Sigil's own DER format
+/// ([`CompositeKeyPair::to_der`]); not a standard PKCS#8 encoding.
+pub const COMPOSITE_KEY_PEM_LABEL: &str = "SIGIL COMPOSITE PRIVATE KEY";
+
 /// The composite algorithms supported here, with the OIDs and labels of
 /// draft-ietf-lamps-pq-composite-sigs-19.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -86,9 +86,8 @@ pub const REPLAY_NOTE: &str = "replayed: a request with this idempotency key was
 /// Note added when the repeated reply's private key cannot be returned again.
 pub const KEY_NOT_REPLAYED_NOTE: &str =
     "the private key was returned only in the first reply; the issuer does not keep it";
-/// PEM label of a server-generated composite private key: Sigil's own DER format
-/// ([`sigil_pki::CompositeKeyPair::to_der`]), not a standard PKCS#8 encoding.
-pub const COMPOSITE_KEY_PEM_LABEL: &str = "SIGIL COMPOSITE PRIVATE KEY";
+/// PEM label of a server-generated composite private key.
+pub use sigil_pki::composite::COMPOSITE_KEY_PEM_LABEL;
 
 /// The `issuer_issuance` table.
 pub mod entity {

@@ -2,7 +2,6 @@
 //! issuer generated, the private key) to files.
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use sigil_contracts::issuer::{IssueRequest, IssueResponse};
 use sigil_contracts::subjects::ISSUER_ISSUE;
 use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
 
-use crate::commands::{parse_duration, seconds, wire_enum};
+use crate::commands::{NameArgs, parse_duration, seconds, wire_enum};
 use crate::context::GlobalArgs;
 use crate::error::CliError;
 use crate::output;
@@ -36,17 +35,8 @@ pub const KEY_FILE: &str = "key.pem";
     ArgGroup::new("names").required(true).multiple(true).args(["dns", "ip", "uri", "csr"])
 ))]
 pub struct IssueArgs {
-    /// DNS name to certify (repeatable)
-    #[arg(long, value_name = "NAME")]
-    pub dns: Vec<String>,
-
-    /// IP address to certify (repeatable)
-    #[arg(long, value_name = "IP")]
-    pub ip: Vec<IpAddr>,
-
-    /// URI to certify, e.g. a SPIFFE ID (repeatable)
-    #[arg(long, value_name = "URI")]
-    pub uri: Vec<String>,
+    #[command(flatten)]
+    pub names: NameArgs,
 
     /// Requested lifetime, e.g. 24h, 7d (policy may shorten it)
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
@@ -139,11 +129,7 @@ pub fn request(args: &IssueArgs, csr_pem: Option<String>) -> IssueRequest {
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         ),
         profile: args.profile,
-        sans: Sans {
-            dns: args.dns.clone(),
-            ip: args.ip.clone(),
-            uri: args.uri.clone(),
-        },
+        sans: args.names.sans(),
         ttl_seconds: seconds(args.ttl),
         key_algorithm: if csr_pem.is_some() {
             None
@@ -239,7 +225,12 @@ fn with_newline(pem: &str) -> String {
 /// Write `contents` to `path` atomically: into a new temporary file created with
 /// `mode` from the start, then renamed into place (or hard-linked, which fails if
 /// `path` exists, when `overwrite` is false).
-fn write_file(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> Result<(), CliError> {
+pub(crate) fn write_file(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    overwrite: bool,
+) -> Result<(), CliError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -363,7 +354,7 @@ mod tests {
         let req = request(&args, None);
         assert_eq!(req.idempotency_key.as_deref(), Some("k1"));
         assert_eq!(req.sans.dns, vec!["a.example.com", "b.example.com"]);
-        assert_eq!(req.sans.ip, vec!["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(req.sans.ip, vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
         assert_eq!(req.sans.uri, vec!["spiffe://example.org/api"]);
         assert_eq!(req.ttl_seconds, 7 * 86_400);
         assert_eq!(req.profile, Profile::TlsClient);

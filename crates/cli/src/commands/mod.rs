@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod ca;
+pub mod csr;
 pub mod events;
 pub mod issue;
 pub mod ls;
@@ -12,13 +13,42 @@ pub mod show;
 pub mod up;
 pub mod verify;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use clap::Args;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde::de::DeserializeOwned;
+use sigil_contracts::types::Sans;
 
 /// Timeout of a request/reply call.
 pub const REQUEST_TIMEOUT: Duration = sigil_bus::DEFAULT_REQUEST_TIMEOUT;
+
+/// The names a certificate is for (`issue`, `csr`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct NameArgs {
+    /// DNS name (repeatable)
+    #[arg(long, value_name = "NAME")]
+    pub dns: Vec<String>,
+
+    /// IP address (repeatable)
+    #[arg(long, value_name = "IP")]
+    pub ip: Vec<IpAddr>,
+
+    /// URI, e.g. a SPIFFE ID (repeatable)
+    #[arg(long, value_name = "URI")]
+    pub uri: Vec<String>,
+}
+
+impl NameArgs {
+    pub fn sans(&self) -> Sans {
+        Sans {
+            dns: self.dns.clone(),
+            ip: self.ip.clone(),
+            uri: self.uri.clone(),
+        }
+    }
+}
 
 /// A parser for a wire enum (`key-compromise`, `tls-server`, …): accepts exactly
 /// `names` (listed in `--help` and in errors) and decodes them as the wire does.
