@@ -3,14 +3,14 @@
 //! `sigil up` runs NATS (when none answers) and all five services in one process;
 //! `sigil serve <service>` runs one. Client commands talk to the running services over NATS (request/reply and the
 //! `SIGIL_EVENTS` stream): `issue`, `ls`, `show`, `revoke`, `events`, `ca`,
-//! `policy`. `verify` checks a
+//! `policy`, `audit`. `verify` checks a
 //! certificate path offline (no NATS). Each lives in its own module under
 //! [`commands`]; global options are in [`context`]; errors and the exit-code table in
 //! [`error`].
 //!
 //! Exit codes: 0 ok, 1 other failure, 2 usage, 3 denied by policy, 4 not found,
 //! 5 rejected (bad request, too large, conflict; for `verify`: unreadable or malformed
-//! input), 6 verification failed (`verify`), 69 Sigil unavailable.
+//! input), 6 verification failed (`verify`, `audit verify`), 69 Sigil unavailable.
 #![forbid(unsafe_code)]
 
 mod commands;
@@ -57,6 +57,8 @@ pub enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Cedar policies: apply, list, show, roll back, dry-run a request, templates
     Policy(commands::policy::PolicyArgs),
+    /// The hash-chained audit log: list entries, verify the chain
+    Audit(commands::audit::AuditArgs),
     /// Measure a running Sigil (see docs/benchmarks.md)
     Bench(commands::bench::BenchArgs),
 }
@@ -99,6 +101,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ca(args) => commands::ca::run(global, args).await,
         Command::Verify(args) => commands::verify::run(global, args),
         Command::Policy(args) => commands::policy::run(global, args).await,
+        Command::Audit(args) => commands::audit::run(global, args).await,
         Command::Bench(args) => commands::bench::run(global, args).await,
     }
 }

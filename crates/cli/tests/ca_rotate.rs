@@ -12,65 +12,15 @@
 //! alone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
 use serde_json::Value;
 use sigil_contracts::types::Sans;
 use sigil_pki::mldsa::{MlDsaKeyPair, MlDsaLevel};
 use sigil_testkit::NatsServer;
 
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        // SIGTERM for a clean drain, then make sure.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_up(data: &Path, nats: &str) -> Up {
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--nats", nats, "up", "--http", &http])
-        .env_remove("SIGIL_NATS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("sigil up printed its ready line");
-    assert!(line.starts_with("sigil up: 5 services ready"), "{line}");
-    Up(child)
-}
+mod common;
 
 /// Runs `sigil` against this data dir and NATS.
 struct Cli {
@@ -80,14 +30,7 @@ struct Cli {
 
 impl Cli {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(["--nats", &self.nats])
-            .args(args)
-            .env_remove("SIGIL_NATS_URL")
-            .output()
-            .unwrap()
+        common::sigil(&self.data, &self.nats, args)
     }
 
     /// Runs `args`, which must succeed; returns stdout.
@@ -159,7 +102,7 @@ fn same_pem(a: &str, b: &str) -> bool {
 async fn rotate_and_bundle_through_the_cli() {
     let nats = NatsServer::start().await;
     let data = tempfile::tempdir().unwrap();
-    let _up = start_up(data.path(), &nats.url());
+    let (_up, _) = common::start_up(data.path(), &nats.url(), &[]);
     let cli = Cli {
         data: data.path().to_owned(),
         nats: nats.url(),

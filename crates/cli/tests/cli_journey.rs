@@ -6,71 +6,20 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sigil_testkit::NatsServer;
 
-struct Up(Child);
+mod common;
 
-impl Drop for Up {
-    fn drop(&mut self) {
-        // SIGTERM for a clean drain, then make sure.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-    }
-}
+use common::{Running, free_port, sigil};
 
-fn sigil(data: &Path, nats: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--nats", nats])
-        .args(args)
-        .env_remove("SIGIL_NATS_URL")
-        .output()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_up(data: &Path, nats: &str) -> Up {
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--nats", nats, "up", "--http", &http, "--tick", "200ms"])
-        .env_remove("SIGIL_NATS_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("sigil up printed its ready line");
-    assert!(line.starts_with("sigil up: 5 services ready"), "{line}");
+/// `sigil up` with a fast scheduler tick, on `nats`.
+fn start_up(data: &Path, nats: &str) -> Running {
+    let (up, line) = common::start_up(data, nats, &["--tick", "200ms"]);
     assert!(line.contains(nats), "{line}");
-    Up(child)
+    up
 }
 
 fn stdout(o: &Output) -> String {
@@ -308,7 +257,7 @@ fn up_starts_its_own_nats_and_serves_health() {
     let stdout = child.stdout.take().unwrap();
     let mut first = String::new();
     BufReader::new(stdout).read_line(&mut first).unwrap();
-    let _up = Up(child);
+    let _up = Running(child);
     assert!(first.starts_with("sigil up: 5 services ready"), "{first}");
     assert!(first.contains(&url), "uses the port it was given: {first}");
     assert!(

@@ -4,48 +4,11 @@
 //! stored) → rollback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
 use sigil_testkit::NatsServer;
 
-struct Served(Child);
+mod common;
 
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-    }
-}
-
-fn sigil(data: &Path, nats: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--nats", nats])
-        .args(args)
-        .env_remove("SIGIL_NATS_URL")
-        .env_remove("SIGIL_DATABASE_URL")
-        .env_remove("SIGIL_POLICY_FILE")
-        .output()
-        .unwrap()
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
+use common::{err, out, sigil};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_list_show_test_and_rollback_through_the_cli() {
@@ -61,33 +24,9 @@ async fn apply_list_show_test_and_rollback_through_the_cli() {
     let o = sigil(d, &url, &["policy", "templates", "pq-required"]);
     assert!(out(&o).contains("pq-required-spiffe"));
 
-    let _served = Served(
-        Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .arg("--data-dir")
-            .arg(d)
-            .args(["--nats", &url, "serve", "policy"])
-            .env_remove("SIGIL_NATS_URL")
-            .env_remove("SIGIL_DATABASE_URL")
-            .env_remove("SIGIL_POLICY_FILE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = sigil(d, &url, &["policy", "ls"]);
-        if o.status.success() {
-            assert!(out(&o).contains("seeded"), "{}", out(&o));
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "policy never answered: {}",
-            err(&o)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let _served = common::spawn(d, &url, &["serve", "policy"]);
+    let o = common::until_ok(d, &url, &["policy", "ls"]);
+    assert!(out(&o).contains("seeded"), "{}", out(&o));
 
     // show prints Cedar that can be applied again.
     let o = sigil(d, &url, &["policy", "show"]);

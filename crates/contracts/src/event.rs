@@ -22,16 +22,18 @@ pub enum EventKind {
     IdentityExpired,
     CaBundleChanged,
     PolicyChanged,
+    PolicyDenied,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::IdentityIssued,
         EventKind::IdentityRevoked,
         EventKind::IdentityRenewalDue,
         EventKind::IdentityExpired,
         EventKind::CaBundleChanged,
         EventKind::PolicyChanged,
+        EventKind::PolicyDenied,
     ];
 
     /// CloudEvents `type`, e.g. `io.sigil.identity.issued.v1`.
@@ -43,6 +45,7 @@ impl EventKind {
             EventKind::IdentityExpired => "io.sigil.identity.expired.v1",
             EventKind::CaBundleChanged => "io.sigil.ca.bundle_changed.v1",
             EventKind::PolicyChanged => "io.sigil.policy.changed.v1",
+            EventKind::PolicyDenied => "io.sigil.policy.denied.v1",
         }
     }
 
@@ -55,6 +58,7 @@ impl EventKind {
             EventKind::IdentityExpired => "identity.expired",
             EventKind::CaBundleChanged => "ca.bundle_changed",
             EventKind::PolicyChanged => "policy.changed",
+            EventKind::PolicyDenied => "policy.denied",
         }
     }
 
@@ -193,6 +197,32 @@ impl EventData for PolicyChanged {
     /// `policy/v<version>`.
     fn subject(&self) -> String {
         format!("policy/v{}", self.version)
+    }
+}
+
+/// `policy.denied`: a request was denied by policy. Enqueued in the same transaction as
+/// the decision's audit-log row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDenied {
+    /// Sequence number of the decision's audit-log row.
+    pub audit_seq: u64,
+    pub principal: String,
+    /// `issue`, `renew`, `revoke`, `read` or `admin`.
+    pub action: String,
+    pub profile: String,
+    /// The requested names.
+    pub sans: Vec<String>,
+    /// Why it was denied.
+    pub reasons: Vec<String>,
+    pub policy_version: String,
+}
+
+impl EventData for PolicyDenied {
+    const KIND: EventKind = EventKind::PolicyDenied;
+    /// `audit/<seq>`.
+    fn subject(&self) -> String {
+        format!("audit/{}", self.audit_seq)
     }
 }
 

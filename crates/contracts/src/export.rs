@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::event::{
     CaBundleChanged, CloudEvent, EventData, EventKind, IdentityExpired, IdentityIssued,
-    IdentityRenewalDue, IdentityRevoked, PolicyChanged,
+    IdentityRenewalDue, IdentityRevoked, PolicyChanged, PolicyDenied,
 };
 use crate::subjects::{self, OPERATIONS, Operation};
 use crate::{error::Reply, inventory, issuer, policy, revocation, types};
@@ -40,6 +40,12 @@ fn operation_messages(op: Operation) -> (&'static str, &'static str) {
             ("policy.v1.RollbackRequest", "policy.v1.RollbackReply")
         }
         (subjects::Service::Policy, "test") => ("policy.v1.TestRequest", "policy.v1.TestReply"),
+        (subjects::Service::Policy, "audit_list") => {
+            ("policy.v1.AuditListRequest", "policy.v1.AuditListReply")
+        }
+        (subjects::Service::Policy, "audit_verify") => {
+            ("policy.v1.AuditVerifyRequest", "policy.v1.AuditVerifyReply")
+        }
         (subjects::Service::Issuer, "issue") => ("issuer.v1.IssueRequest", "issuer.v1.IssueReply"),
         (subjects::Service::Issuer, "ca_list") => {
             ("issuer.v1.CaListRequest", "issuer.v1.CaListReply")
@@ -74,6 +80,7 @@ fn event_message(kind: EventKind) -> &'static str {
         EventKind::IdentityExpired => "events.v1.IdentityExpired",
         EventKind::CaBundleChanged => "events.v1.CaBundleChanged",
         EventKind::PolicyChanged => "events.v1.PolicyChanged",
+        EventKind::PolicyDenied => "events.v1.PolicyDenied",
     }
 }
 
@@ -96,6 +103,10 @@ pub fn schemas() -> Vec<SchemaFile> {
         file::<Reply<policy::PolicyVersion>>("policy.v1.RollbackReply"),
         file::<policy::TestRequest>("policy.v1.TestRequest"),
         file::<Reply<policy::Explanation>>("policy.v1.TestReply"),
+        file::<policy::AuditListRequest>("policy.v1.AuditListRequest"),
+        file::<Reply<policy::AuditListResponse>>("policy.v1.AuditListReply"),
+        file::<policy::AuditVerifyRequest>("policy.v1.AuditVerifyRequest"),
+        file::<Reply<policy::AuditVerifyResponse>>("policy.v1.AuditVerifyReply"),
         file::<issuer::IssueRequest>("issuer.v1.IssueRequest"),
         file::<Reply<issuer::IssueResponse>>("issuer.v1.IssueReply"),
         file::<issuer::CaListRequest>("issuer.v1.CaListRequest"),
@@ -118,6 +129,7 @@ pub fn schemas() -> Vec<SchemaFile> {
         event_schema::<IdentityExpired>(),
         event_schema::<CaBundleChanged>(),
         event_schema::<PolicyChanged>(),
+        event_schema::<PolicyDenied>(),
     ]
 }
 

@@ -281,3 +281,121 @@ pub struct Explanation {
     /// One entry per subject name, in request order.
     pub evaluations: Vec<NameEvaluation>,
 }
+
+/// What an audit-log entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// An `evaluate` decision (allow or deny).
+    Decision,
+    /// A certificate was issued (`identity.issued`).
+    Issued,
+    /// A certificate was revoked (`identity.revoked`).
+    Revoked,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Decision => "decision",
+            AuditKind::Issued => "issued",
+            AuditKind::Revoked => "revoked",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<AuditKind> {
+        [AuditKind::Decision, AuditKind::Issued, AuditKind::Revoked]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+/// One row of the hash-chained audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// 1, 2, 3… without gaps.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub kind: AuditKind,
+    pub principal: String,
+    /// `issue`, `renew`, `revoke`, `read` or `admin` (decisions); `issued`/`revoked`.
+    pub action: String,
+    /// JSON: `{"profile", "sans"}` for a decision, `{"serial", "sans"}` otherwise.
+    pub resource: String,
+    /// `allow`, `deny`, `issued` or `revoked`.
+    pub outcome: String,
+    pub reasons: Vec<String>,
+    pub policy_version: String,
+    /// Hex SHA-256 of the previous entry (64 zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 of this entry's canonical encoding.
+    pub hash: String,
+}
+
+/// `sigil.policy.v1.audit_list` request: entries in `seq` order, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditListRequest {
+    /// Only this principal's entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// Only entries at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    /// Only entries with `seq` greater than this (the previous page's `next_cursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_seq: Option<u64>,
+    /// At most this many (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `sigil.policy.v1.audit_list` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditListResponse {
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `after_seq` for the next page; absent when this page was the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
+}
+
+/// `sigil.policy.v1.audit_verify` request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditVerifyRequest {}
+
+/// Why a link of the chain is broken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokenReason {
+    /// The row's stored hash is not the hash of its content: the row was altered.
+    HashMismatch,
+    /// The row's `prev_hash` is not the previous row's hash.
+    PrevHashMismatch,
+    /// A sequence number is missing: a row was removed.
+    MissingSeq,
+}
+
+/// The first broken link of the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrokenLink {
+    /// The first sequence number at which the chain does not hold.
+    pub seq: u64,
+    pub reason: BrokenReason,
+    pub detail: String,
+}
+
+/// `sigil.policy.v1.audit_verify` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditVerifyResponse {
+    /// The whole chain is intact.
+    pub ok: bool,
+    /// Entries checked (up to and including the broken one).
+    pub checked: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken: Option<BrokenLink>,
+}

@@ -96,6 +96,14 @@ pub const POLICY_TEST: Operation = Operation {
     service: Service::Policy,
     name: "test",
 };
+pub const POLICY_AUDIT_LIST: Operation = Operation {
+    service: Service::Policy,
+    name: "audit_list",
+};
+pub const POLICY_AUDIT_VERIFY: Operation = Operation {
+    service: Service::Policy,
+    name: "audit_verify",
+};
 pub const ISSUER_ISSUE: Operation = Operation {
     service: Service::Issuer,
     name: "issue",
@@ -130,13 +138,15 @@ pub const REVOCATION_REVOKE: Operation = Operation {
 };
 
 /// Every request/reply operation, for discovery docs and the AsyncAPI export.
-pub const OPERATIONS: [Operation; 14] = [
+pub const OPERATIONS: [Operation; 16] = [
     POLICY_EVALUATE,
     POLICY_APPLY,
     POLICY_LIST,
     POLICY_SHOW,
     POLICY_ROLLBACK,
     POLICY_TEST,
+    POLICY_AUDIT_LIST,
+    POLICY_AUDIT_VERIFY,
     ISSUER_ISSUE,
     ISSUER_CA_LIST,
     ISSUER_CA_INIT,

@@ -21,10 +21,16 @@
 //! with no versions, version 1 is [`Config::seed_policies`] or the built-in default set
 //! ([`templates::DEFAULT`]), which allows what Sigil allowed before Cedar.
 //!
+//! Every decision, and every issuance and revocation (consumed from the events stream
+//! with the durable consumer [`AUDIT_DURABLE`]), is appended to the hash-chained audit
+//! log ([`audit`]); a denial also enqueues `policy.denied` with its row.
+//! `audit_list` and `audit_verify` read and check that log.
+//!
 //! The decision itself is the pure [`Compiled::explain`]; "now" comes from the
 //! runtime's injected clock, so time-phased rules are tested by moving a `ManualClock`.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod engine;
 pub mod store;
 pub mod templates;
@@ -36,20 +42,26 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
+use sigil_bus::consumer::{self, ConsumerSpec, Delivery, HandleError};
 use sigil_bus::service::Router;
 use sigil_bus::{BusError, Clock, Runtime};
+use sigil_contracts::event::{IdentityIssued, IdentityRevoked, PolicyDenied};
 use sigil_contracts::policy::{
-    ApplyRequest, Decision, EvaluateRequest, Explanation, ListRequest, ListResponse,
+    ApplyRequest, AuditKind, AuditListRequest, AuditListResponse, AuditVerifyRequest,
+    AuditVerifyResponse, Decision, EvaluateRequest, Explanation, ListRequest, ListResponse,
     PolicyDocument, PolicyOrigin, PolicyVersion, RollbackRequest, ShowRequest, TestRequest,
 };
 use sigil_contracts::subjects::{
-    self, POLICY_APPLY, POLICY_EVALUATE, POLICY_LIST, POLICY_ROLLBACK, POLICY_SHOW, POLICY_TEST,
-    Service,
+    self, POLICY_APPLY, POLICY_AUDIT_LIST, POLICY_AUDIT_VERIFY, POLICY_EVALUATE, POLICY_LIST,
+    POLICY_ROLLBACK, POLICY_SHOW, POLICY_TEST, Service,
 };
 use sigil_contracts::{EventKind, WireError};
 use sigil_store::StoreError;
+use sigil_store::group::GroupCommit;
+use sigil_store::inbox;
 use sigil_store::outbox::Outbox;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +78,11 @@ pub const ANONYMOUS: &str = "anonymous";
 const MAX_LABEL: usize = 512;
 /// Most versions one `list` returns.
 const MAX_LIST: u32 = 1000;
+/// Durable consumer of `identity.issued`/`identity.revoked` (audit rows), also the
+/// inbox key.
+pub const AUDIT_DURABLE: &str = "policy-audit";
+/// Most audit rows one group-commit transaction appends.
+const AUDIT_BATCH: usize = 256;
 
 /// Configuration of the policy service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +148,7 @@ struct State {
     outbox: Outbox,
     clock: Arc<dyn Clock>,
     current: RwLock<Arc<Compiled>>,
+    audit: GroupCommit<audit::NewEntry>,
 }
 
 impl State {
@@ -215,6 +233,7 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
         outbox: outbox.clone(),
         clock: rt.clock.clone(),
         current: RwLock::new(Arc::new(seed)),
+        audit: GroupCommit::spawn(db.clone(), AUDIT_BATCH),
     });
     state.refresh().await?;
 
@@ -238,6 +257,28 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
         let metrics = rt.metrics.clone();
         let front = front.clone();
         tasks.spawn(async move { Ok(router.serve(&bus, metrics, front).await?) });
+    }
+    {
+        let spec = ConsumerSpec::new(
+            AUDIT_DURABLE,
+            [EventKind::IdentityIssued, EventKind::IdentityRevoked]
+                .into_iter()
+                .map(subjects::event_subject)
+                .collect(),
+        );
+        let st = state.clone();
+        let handler = inbox::batch_handler(
+            db.clone(),
+            AUDIT_DURABLE,
+            inbox::with_clock(rt.clock.clone(), move |txn, delivery, now| {
+                let st = st.clone();
+                Box::pin(async move { audit_event(&st, txn, delivery, now).await })
+            }),
+        );
+        let (bus, metrics, front) = (rt.bus.clone(), rt.metrics.clone(), front.clone());
+        tasks.spawn(
+            async move { Ok(consumer::run_batched(bus, spec, metrics, front, handler).await?) },
+        );
     }
     {
         let state = state.clone();
@@ -312,7 +353,17 @@ fn routes(router: Router, state: &Arc<State>) -> Router {
     let s = state.clone();
     let router = router.route(POLICY_EVALUATE, move |req: EvaluateRequest| {
         let s = s.clone();
-        async move { evaluate(&s, &req) }
+        async move { evaluate(&s, &req).await }
+    });
+    let s = state.clone();
+    let router = router.route(POLICY_AUDIT_LIST, move |req: AuditListRequest| {
+        let s = s.clone();
+        async move { audit_list(&s, &req).await }
+    });
+    let s = state.clone();
+    let router = router.route(POLICY_AUDIT_VERIFY, move |_req: AuditVerifyRequest| {
+        let s = s.clone();
+        async move { audit_verify(&s).await }
     });
     let s = state.clone();
     let router = router.route(POLICY_APPLY, move |req: ApplyRequest| {
@@ -341,12 +392,44 @@ fn routes(router: Router, state: &Arc<State>) -> Router {
     })
 }
 
-/// Decide and log the outcome (names and reasons only; nothing secret is in a request).
-fn evaluate(state: &State, req: &EvaluateRequest) -> Result<Decision, WireError> {
+/// Decide, append the decision to the audit log (a denial with its `policy.denied`)
+/// and answer once that row is committed. A decision that cannot be recorded is not
+/// given: the reply is `unavailable`.
+async fn evaluate(state: &State, req: &EvaluateRequest) -> Result<Decision, WireError> {
+    let now = state.clock.now();
     let decision = state
         .current()
-        .decide(req, state.clock.now())
+        .decide(req, now)
         .map_err(|e| request_error(&e))?;
+    let sans = sans_list(&req.sans);
+    let resource = serde_json::json!({ "profile": req.profile.as_str(), "sans": sans });
+    let denied = (!decision.allowed).then(|| PolicyDenied {
+        audit_seq: 0,
+        principal: req.principal.clone(),
+        action: req.action.as_str().to_owned(),
+        profile: req.profile.as_str().to_owned(),
+        sans: sans.clone(),
+        reasons: decision.reasons.clone(),
+        policy_version: decision.policy_version.clone(),
+    });
+    let entry = audit::NewEntry {
+        at: now,
+        kind: AuditKind::Decision,
+        principal: req.principal.clone(),
+        action: req.action.as_str().to_owned(),
+        resource: resource.to_string(),
+        outcome: if decision.allowed { "allow" } else { "deny" }.to_owned(),
+        reasons: decision.reasons.clone(),
+        policy_version: decision.policy_version.clone(),
+        denied,
+    };
+    let is_denial = entry.denied.is_some();
+    audit::append(&state.audit, entry)
+        .await
+        .map_err(|e| WireError::unavailable(format!("cannot record the decision: {e}")))?;
+    if is_denial {
+        state.outbox.wake();
+    }
     tracing::info!(
         principal = %req.principal,
         action = ?req.action,
@@ -356,6 +439,88 @@ fn evaluate(state: &State, req: &EvaluateRequest) -> Result<Decision, WireError>
         "policy decision"
     );
     Ok(decision)
+}
+
+/// Every requested name as text (DNS, then IP, then URI).
+fn sans_list(sans: &sigil_contracts::types::Sans) -> Vec<String> {
+    sans.dns
+        .iter()
+        .cloned()
+        .chain(sans.ip.iter().map(ToString::to_string))
+        .chain(sans.uri.iter().cloned())
+        .collect()
+}
+
+/// One audit row per `identity.issued` / `identity.revoked`, in the consumer's
+/// transaction after its inbox row, so a redelivery appends nothing.
+async fn audit_event(
+    state: &State,
+    txn: &DatabaseTransaction,
+    delivery: &Delivery,
+    now: DateTime<Utc>,
+) -> Result<(), HandleError> {
+    let version = state.current().version().to_owned();
+    let (id, entry) = if delivery.is::<IdentityIssued>() {
+        let event = delivery.decode::<IdentityIssued>()?;
+        let facts = &event.data.facts;
+        let resource = serde_json::json!({
+            "serial": facts.serial,
+            "profile": facts.profile.as_str(),
+            "sans": sans_list(&facts.sans),
+        });
+        let entry = audit::NewEntry {
+            at: now,
+            kind: AuditKind::Issued,
+            principal: event.data.requested_by.clone(),
+            action: "issued".to_owned(),
+            resource: resource.to_string(),
+            outcome: "issued".to_owned(),
+            reasons: Vec::new(),
+            policy_version: version,
+            denied: None,
+        };
+        (event.id, entry)
+    } else if delivery.is::<IdentityRevoked>() {
+        let event = delivery.decode::<IdentityRevoked>()?;
+        let resource = serde_json::json!({ "serial": event.data.serial, "sans": [] });
+        let entry = audit::NewEntry {
+            at: now,
+            kind: AuditKind::Revoked,
+            principal: event.data.revoked_by.clone(),
+            action: "revoked".to_owned(),
+            resource: resource.to_string(),
+            outcome: "revoked".to_owned(),
+            reasons: vec![event.data.reason.as_str().to_owned()],
+            policy_version: version,
+            denied: None,
+        };
+        (event.id, entry)
+    } else {
+        return Err(HandleError::Poison(format!(
+            "unexpected subject {}",
+            delivery.subject
+        )));
+    };
+    if !inbox::first_delivery(txn, AUDIT_DURABLE, &id)
+        .await
+        .map_err(inbox::retry)?
+    {
+        return Ok(());
+    }
+    audit::insert(txn, &entry).await.map_err(inbox::retry)?;
+    Ok(())
+}
+
+async fn audit_list(state: &State, req: &AuditListRequest) -> Result<AuditListResponse, WireError> {
+    audit::list(&state.db, req).await.map_err(db_error)
+}
+
+async fn audit_verify(state: &State) -> Result<AuditVerifyResponse, WireError> {
+    let reply = audit::verify(&state.db).await.map_err(db_error)?;
+    if let Some(b) = &reply.broken {
+        tracing::warn!(seq = b.seq, reason = ?b.reason, "audit chain is broken");
+    }
+    Ok(reply)
 }
 
 async fn apply(state: &State, req: ApplyRequest) -> Result<PolicyVersion, WireError> {

@@ -63,6 +63,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(sigil_store::outbox::Migration),
             Box::new(CreateVersions),
+            Box::new(crate::audit::CreateAudit),
+            Box::new(sigil_store::inbox::Migration),
         ]
     }
 }

@@ -354,7 +354,10 @@ mod tests {
         let req = request(&args, None);
         assert_eq!(req.idempotency_key.as_deref(), Some("k1"));
         assert_eq!(req.sans.dns, vec!["a.example.com", "b.example.com"]);
-        assert_eq!(req.sans.ip, vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            req.sans.ip,
+            vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert_eq!(req.sans.uri, vec!["spiffe://example.org/api"]);
         assert_eq!(req.ttl_seconds, 7 * 86_400);
         assert_eq!(req.profile, Profile::TlsClient);

@@ -1,5 +1,6 @@
 //! The client-side commands, one module each, and the value parsers they share.
 
+pub mod audit;
 pub mod bench;
 pub mod ca;
 pub mod csr;

@@ -1,0 +1,362 @@
+//! The hash-chained audit log over a real nats-server and a real database (SQLite, or
+//! PostgreSQL when `SIGIL_TEST_DATABASE_URL` is set):
+//! - decisions (allow and deny) and consumed `identity.issued`/`identity.revoked`
+//!   events are appended in order with a valid chain; a redelivered event appends
+//!   nothing; a denial emits `policy.denied` on the stream;
+//! - 50 concurrent evaluations on two replicas sharing one database leave one
+//!   unbroken chain without duplicate or missing `seq`;
+//! - altering a row's reasons, or deleting a middle row, makes `audit_verify` report
+//!   exactly that `seq`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use sigil_bus::Bus;
+use sigil_contracts::CloudEvent;
+use sigil_contracts::event::{IdentityIssued, IdentityRevoked};
+use sigil_contracts::policy::{
+    Action, AuditKind, AuditListRequest, AuditListResponse, AuditVerifyRequest,
+    AuditVerifyResponse, BrokenReason, Decision, EvaluateRequest, ListRequest, ListResponse,
+};
+use sigil_contracts::subjects::{
+    EVENTS_STREAM, POLICY_AUDIT_LIST, POLICY_AUDIT_VERIFY, POLICY_EVALUATE, POLICY_LIST,
+    event_subject,
+};
+use sigil_contracts::types::{
+    CaKind, CertificateFacts, KeyAlgorithm, Profile, RevocationReason, Sans,
+};
+use sigil_contracts::{EventData, EventKind};
+use sigil_policy::audit::entity;
+use sigil_policy::{Config, Migrator};
+use sigil_telemetry::{Health, Metrics};
+use sigil_testkit::{NatsServer, TestDb, eventually, eventually_ok};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(20);
+
+fn request(principal: &str, dns: &str) -> EvaluateRequest {
+    EvaluateRequest {
+        principal: principal.into(),
+        action: Action::Issue,
+        profile: Profile::TlsServer,
+        sans: Sans {
+            dns: vec![dns.to_owned()],
+            ..Sans::default()
+        },
+        ttl_seconds: 3600,
+        key_algorithm: KeyAlgorithm::EcdsaP256,
+        kind: None,
+        key_bits: None,
+    }
+}
+
+struct Replica {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), sigil_policy::Error>>,
+}
+
+impl Replica {
+    async fn start(nats: &NatsServer, db: &TestDb) -> Replica {
+        let bus = Bus::connect(&nats.url(), "policy-replica").await.unwrap();
+        let health = Health::new();
+        let rt = sigil_bus::Runtime::new(bus, Metrics::new(), health.clone());
+        let config = Config {
+            database_url: db.url().to_owned(),
+            reload_interval: Duration::from_secs(30),
+            ..Config::default()
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(sigil_policy::run(config, rt, shutdown.clone()));
+        eventually(WAIT, "policy replica ready", || {
+            let report = health.report();
+            async move { (report.components.len() == 1 && report.ready).then_some(()) }
+        })
+        .await;
+        let probe = Bus::connect(&nats.url(), "policy-probe").await.unwrap();
+        let all = ListRequest::default();
+        let _: ListResponse = eventually_ok(WAIT, "policy answers", || {
+            probe.request(POLICY_LIST, &all, TIMEOUT)
+        })
+        .await;
+        Replica { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn entries(bus: &Bus) -> Vec<sigil_contracts::policy::AuditEntry> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page: AuditListResponse = bus
+            .request(
+                POLICY_AUDIT_LIST,
+                &AuditListRequest {
+                    after_seq: after,
+                    limit: Some(40),
+                    ..AuditListRequest::default()
+                },
+                TIMEOUT,
+            )
+            .await
+            .unwrap();
+        all.extend(page.entries);
+        match page.next_cursor {
+            Some(c) => after = Some(c),
+            None => return all,
+        }
+    }
+}
+
+async fn verify(bus: &Bus) -> AuditVerifyResponse {
+    bus.request(POLICY_AUDIT_VERIFY, &AuditVerifyRequest {}, TIMEOUT)
+        .await
+        .unwrap()
+}
+
+fn issued(serial: &str) -> CloudEvent<IdentityIssued> {
+    let now = Utc::now();
+    CloudEvent::new(
+        "/sigil/issuer",
+        IdentityIssued {
+            facts: CertificateFacts {
+                serial: serial.to_owned(),
+                subject: "CN=web.internal".to_owned(),
+                sans: Sans {
+                    dns: vec!["web.internal".to_owned()],
+                    ..Sans::default()
+                },
+                issuer: "CN=Sigil Test CA".to_owned(),
+                not_before: now,
+                not_after: now + chrono::Duration::hours(1),
+                key_algorithm: "ecdsa-p256".to_owned(),
+                signature_algorithm: "ecdsa-with-SHA256".to_owned(),
+                profile: Profile::TlsServer,
+                fingerprint_sha256: "ab".repeat(32),
+            },
+            certificate_pem: String::new(),
+            issuer_ca_id: None,
+            chain_pem: vec![],
+            requested_by: "workload:web".to_owned(),
+            kind: CaKind::Classical,
+        },
+        now,
+        None,
+    )
+}
+
+async fn publish<T: EventData>(bus: &Bus, event: &CloudEvent<T>, msg_id: &str) {
+    bus.publish_event(
+        &event_subject(T::KIND),
+        msg_id,
+        Bytes::from(serde_json::to_vec(event).unwrap()),
+        None,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn decisions_and_identity_events_form_one_verifiable_chain() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    let bus = Bus::connect(&nats.url(), "audit-test").await.unwrap();
+    let replica = Replica::start(&nats, &db).await;
+
+    let allowed: Decision = bus
+        .request(
+            POLICY_EVALUATE,
+            &request("workload:web", "web.internal"),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert!(allowed.allowed);
+    let denied: Decision = bus
+        .request(
+            POLICY_EVALUATE,
+            &request("workload:web", "www.evil.test"),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert!(!denied.allowed);
+
+    // A denial is on the stream as policy.denied.
+    eventually_ok(WAIT, "policy.denied on the stream", || async {
+        let stream = bus
+            .jetstream()
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|e| e.to_string())?;
+        let msg = stream
+            .get_last_raw_message_by_subject(&event_subject(EventKind::PolicyDenied))
+            .await
+            .map_err(|e| e.to_string())?;
+        let event: serde_json::Value =
+            serde_json::from_slice(&msg.payload).map_err(|e| e.to_string())?;
+        if event["data"]["audit_seq"] == 2 {
+            Ok(())
+        } else {
+            Err(format!("{event}"))
+        }
+    })
+    .await;
+
+    // identity.issued, delivered twice (same event id), then identity.revoked.
+    let event = issued("0a1b2c");
+    publish(&bus, &event, "first").await;
+    publish(&bus, &event, "second-copy").await;
+    let revoked = CloudEvent::new(
+        "/sigil/revocation",
+        IdentityRevoked {
+            serial: "0a1b2c".to_owned(),
+            reason: RevocationReason::KeyCompromise,
+            reason_code: 1,
+            revoked_at: Utc::now(),
+            revoked_by: "admin:alice".to_owned(),
+        },
+        Utc::now(),
+        None,
+    );
+    publish(&bus, &revoked, "revoked").await;
+    let all = eventually(WAIT, "4 audit entries", || async {
+        let all = entries(&bus).await;
+        (all.len() >= 4).then_some(all)
+    })
+    .await;
+    // Give a duplicate append a chance to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = if entries(&bus).await.len() == all.len() {
+        all
+    } else {
+        entries(&bus).await
+    };
+    let kinds: Vec<_> = all.iter().map(|e| (e.kind, e.outcome.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (AuditKind::Decision, "allow"),
+            (AuditKind::Decision, "deny"),
+            (AuditKind::Issued, "issued"),
+            (AuditKind::Revoked, "revoked"),
+        ]
+    );
+    assert_eq!(all[2].principal, "workload:web");
+    assert!(all[2].resource.contains("0a1b2c"));
+    assert_eq!(all[3].principal, "admin:alice");
+    assert_eq!(all[1].reasons, denied.reasons);
+    assert_eq!(all[1].policy_version, "1");
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(all[0].prev_hash, sigil_policy::audit::GENESIS);
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+    let v = verify(&bus).await;
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.checked, 4);
+
+    // Filters: by principal.
+    let mine: AuditListResponse = bus
+        .request(
+            POLICY_AUDIT_LIST,
+            &AuditListRequest {
+                principal: Some("admin:alice".into()),
+                ..AuditListRequest::default()
+            },
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(mine.entries.len(), 1);
+
+    replica.stop().await;
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_decisions_on_two_replicas_keep_one_chain_and_tampering_is_found() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    let bus = Bus::connect(&nats.url(), "audit-test").await.unwrap();
+    let a = Replica::start(&nats, &db).await;
+    let b = Replica::start(&nats, &db).await;
+
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let bus = bus.clone();
+        calls.spawn(async move {
+            let dns = if i % 5 == 0 {
+                format!("x{i}.evil.test")
+            } else {
+                format!("w{i}.internal")
+            };
+            let d: Decision = bus
+                .request(POLICY_EVALUATE, &request("workload:web", &dns), TIMEOUT)
+                .await
+                .unwrap();
+            d
+        });
+    }
+    while let Some(r) = calls.join_next().await {
+        r.unwrap();
+    }
+    let all = entries(&bus).await;
+    assert_eq!(all.len(), 50);
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    let v = verify(&bus).await;
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.checked, 50);
+
+    // Alter row 17's reasons directly in the database.
+    let conn = sigil_store::open::<Migrator>(db.url(), "policy")
+        .await
+        .unwrap();
+    let row = entity::Entity::find_by_id(17i64)
+        .one(&conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active: entity::ActiveModel = row.clone().into();
+    active.reasons = Set("[\"nothing to see\"]".to_owned());
+    active.update(&conn).await.unwrap();
+    let v = verify(&bus).await;
+    assert!(!v.ok);
+    let broken = v.broken.unwrap();
+    assert_eq!(
+        (broken.seq, broken.reason),
+        (17, BrokenReason::HashMismatch)
+    );
+    // Put it back; then delete row 30.
+    let original = row.reasons.clone();
+    let mut back: entity::ActiveModel = row.into();
+    back.reasons = Set(original);
+    back.update(&conn).await.unwrap();
+    assert!(verify(&bus).await.ok);
+    entity::Entity::delete_by_id(30i64)
+        .exec(&conn)
+        .await
+        .unwrap();
+    let v = verify(&bus).await;
+    let broken = v.broken.unwrap();
+    assert_eq!((broken.seq, broken.reason), (30, BrokenReason::MissingSeq));
+    conn.close().await.unwrap();
+
+    a.stop().await;
+    b.stop().await;
+    db.cleanup().await;
+}
