@@ -11,7 +11,9 @@
 //!
 //! Appends are serialized: each runs in a transaction that reads the tail and inserts
 //! `seq + 1`. On PostgreSQL the transaction first takes an advisory transaction lock,
-//! so replicas sharing the database queue; SQLite has one writer at a time. A unique
+//! so replicas sharing the database queue; on SQLite it first takes the write lock
+//! (a no-op DELETE), so it waits for another writer instead of failing on a stale
+//! read snapshot. A unique
 //! violation on `seq` (a race the lock did not cover) is retried. Writes go through a
 //! [`GroupCommit`] (one writer task per replica), and each write reads its predecessor
 //! inside the transaction, so the group commit's one-by-one fallback stays correct.
@@ -206,12 +208,25 @@ pub fn hash_of(m: &entity::Model) -> String {
 
 /// Append `entry` after the current tail inside `txn`; answers the stored row.
 pub async fn insert(txn: &DatabaseTransaction, entry: &NewEntry) -> Result<entity::Model, DbErr> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute(Statement::from_string(
-            DbBackend::Postgres,
-            format!("SELECT pg_advisory_xact_lock({ADVISORY_KEY})"),
-        ))
-        .await?;
+    match txn.get_database_backend() {
+        DbBackend::Postgres => {
+            txn.execute(Statement::from_string(
+                DbBackend::Postgres,
+                format!("SELECT pg_advisory_xact_lock({ADVISORY_KEY})"),
+            ))
+            .await?;
+        }
+        // Take SQLite's write lock before reading the tail: a transaction that reads
+        // first and writes later cannot wait for a concurrent writer (its snapshot is
+        // stale, SQLITE_BUSY at once); one that writes first waits in the busy
+        // handler like any writer. The statement matches no row.
+        backend => {
+            txn.execute(Statement::from_string(
+                backend,
+                "DELETE FROM audit WHERE seq < 0".to_owned(),
+            ))
+            .await?;
+        }
     }
     let tail = entity::Entity::find()
         .order_by_desc(entity::Column::Seq)
@@ -254,12 +269,13 @@ pub async fn insert(txn: &DatabaseTransaction, entry: &NewEntry) -> Result<entit
 /// Append through the group commit, retrying a lost race on `seq`.
 pub async fn append(writer: &GroupCommit<NewEntry>, entry: NewEntry) -> Result<(), DbErr> {
     let mut last = None;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
         match writer.write(entry.clone()).await {
             Ok(()) => return Ok(()),
             Err(e) if retryable(&e) => last = Some(e),
             Err(e) => return Err(e),
         }
+        tokio::time::sleep(std::time::Duration::from_millis(5 << attempt.min(6))).await;
     }
     Err(last.unwrap_or_else(|| DbErr::Custom("cannot append to the audit log".into())))
 }

@@ -360,3 +360,56 @@ async fn concurrent_decisions_on_two_replicas_keep_one_chain_and_tampering_is_fo
     b.stop().await;
     db.cleanup().await;
 }
+
+/// Decisions and consumed identity events append to the same table from two writers
+/// (the decision group commit and the event consumer): under load every decision is
+/// still recorded and answered, and the chain holds every entry once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_and_events_appending_at_once_all_land() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    let bus = Bus::connect(&nats.url(), "audit-load-test").await.unwrap();
+    let _replica = Replica::start(&nats, &db).await;
+    bus.ensure_stream().await.unwrap();
+
+    const EVENTS: usize = 150;
+    const DECISIONS: usize = 150;
+    let publisher = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            for i in 0..EVENTS {
+                let serial = format!("{:04x}", 0x1000 + i);
+                publish(&bus, &issued(&serial), &format!("load-{i}")).await;
+            }
+        })
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..DECISIONS {
+        let bus = bus.clone();
+        calls.spawn(async move {
+            bus.request::<_, Decision>(
+                POLICY_EVALUATE,
+                &request("workload:web", &format!("w{i}.internal")),
+                TIMEOUT,
+            )
+            .await
+        });
+    }
+    while let Some(answer) = calls.join_next().await {
+        answer
+            .unwrap()
+            .expect("every decision is recorded and answered");
+    }
+    publisher.await.unwrap();
+    let total = sigil_testkit::eventually(TIMEOUT, "every event appended", || {
+        let bus = bus.clone();
+        async move {
+            let n = entries(&bus).await.len();
+            (n == EVENTS + DECISIONS).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(total, EVENTS + DECISIONS);
+    let v = verify(&bus).await;
+    assert!(v.ok, "{v:?}");
+}
