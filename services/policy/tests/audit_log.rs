@@ -19,22 +19,22 @@ use sigil_contracts::CloudEvent;
 use sigil_contracts::event::{IdentityIssued, IdentityRevoked};
 use sigil_contracts::policy::{
     Action, AuditKind, AuditListRequest, AuditListResponse, AuditVerifyRequest,
-    AuditVerifyResponse, BrokenReason, Decision, EvaluateRequest, ListRequest, ListResponse,
+    AuditVerifyResponse, BrokenReason, Decision, EvaluateRequest,
 };
 use sigil_contracts::subjects::{
-    EVENTS_STREAM, POLICY_AUDIT_LIST, POLICY_AUDIT_VERIFY, POLICY_EVALUATE, POLICY_LIST,
-    event_subject,
+    EVENTS_STREAM, POLICY_AUDIT_LIST, POLICY_AUDIT_VERIFY, POLICY_EVALUATE, event_subject,
 };
 use sigil_contracts::types::{
     CaKind, CertificateFacts, KeyAlgorithm, Profile, RevocationReason, Sans,
 };
 use sigil_contracts::{EventData, EventKind};
+use sigil_policy::Migrator;
 use sigil_policy::audit::entity;
-use sigil_policy::{Config, Migrator};
-use sigil_telemetry::{Health, Metrics};
 use sigil_testkit::{NatsServer, TestDb, eventually, eventually_ok};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+
+mod common;
+
+use common::Replica;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(20);
@@ -52,47 +52,6 @@ fn request(principal: &str, dns: &str) -> EvaluateRequest {
         key_algorithm: KeyAlgorithm::EcdsaP256,
         kind: None,
         key_bits: None,
-    }
-}
-
-struct Replica {
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), sigil_policy::Error>>,
-}
-
-impl Replica {
-    async fn start(nats: &NatsServer, db: &TestDb) -> Replica {
-        let bus = Bus::connect(&nats.url(), "policy-replica").await.unwrap();
-        let health = Health::new();
-        let rt = sigil_bus::Runtime::new(bus, Metrics::new(), health.clone());
-        let config = Config {
-            database_url: db.url().to_owned(),
-            reload_interval: Duration::from_secs(30),
-            ..Config::default()
-        };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(sigil_policy::run(config, rt, shutdown.clone()));
-        eventually(WAIT, "policy replica ready", || {
-            let report = health.report();
-            async move { (report.components.len() == 1 && report.ready).then_some(()) }
-        })
-        .await;
-        let probe = Bus::connect(&nats.url(), "policy-probe").await.unwrap();
-        let all = ListRequest::default();
-        let _: ListResponse = eventually_ok(WAIT, "policy answers", || {
-            probe.request(POLICY_LIST, &all, TIMEOUT)
-        })
-        .await;
-        Replica { shutdown, task }
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
     }
 }
 
@@ -173,7 +132,7 @@ async fn decisions_and_identity_events_form_one_verifiable_chain() {
     let nats = NatsServer::start().await;
     let db = TestDb::from_env_or_sqlite().await;
     let bus = Bus::connect(&nats.url(), "audit-test").await.unwrap();
-    let replica = Replica::start(&nats, &db).await;
+    let replica = Replica::start(&nats, &db, None).await;
 
     let allowed: Decision = bus
         .request(
@@ -292,8 +251,8 @@ async fn concurrent_decisions_on_two_replicas_keep_one_chain_and_tampering_is_fo
     let nats = NatsServer::start().await;
     let db = TestDb::from_env_or_sqlite().await;
     let bus = Bus::connect(&nats.url(), "audit-test").await.unwrap();
-    let a = Replica::start(&nats, &db).await;
-    let b = Replica::start(&nats, &db).await;
+    let a = Replica::start(&nats, &db, None).await;
+    let b = Replica::start(&nats, &db, None).await;
 
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..50 {
@@ -369,7 +328,7 @@ async fn decisions_and_events_appending_at_once_all_land() {
     let nats = NatsServer::start().await;
     let db = TestDb::from_env_or_sqlite().await;
     let bus = Bus::connect(&nats.url(), "audit-load-test").await.unwrap();
-    let _replica = Replica::start(&nats, &db).await;
+    let _replica = Replica::start(&nats, &db, None).await;
     bus.ensure_stream().await.unwrap();
 
     const EVENTS: usize = 150;
