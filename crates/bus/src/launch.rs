@@ -215,6 +215,26 @@ async fn drain(http: Option<JoinHandle<Result<(), sigil_telemetry::TelemetryErro
     }
 }
 
+/// Waits for every task of a service. The first failure (an error, or a task that
+/// panicked or was aborted, turned into `E` by `join_error`) cancels `stop`, so the
+/// other tasks wind down, and is returned once all of them have ended.
+pub async fn supervise<E: std::fmt::Display + Send + 'static>(
+    service: &str,
+    tasks: &mut tokio::task::JoinSet<Result<(), E>>,
+    stop: &tokio_util::sync::CancellationToken,
+    join_error: impl Fn(tokio::task::JoinError) -> E,
+) -> Result<(), E> {
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined.map_err(&join_error).and_then(|r| r) {
+            tracing::error!(error = %e, "{service} task failed; stopping");
+            stop.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -136,27 +136,11 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
     }
 
     tracing::info!("inventory serving");
-    let result = join_all(&mut tasks, &stop).await;
+    let result = sigil_bus::launch::supervise("inventory", &mut tasks, &stop, |e| {
+        Error::Task(e.to_string())
+    })
+    .await;
     rt.health.set_ready(SERVICE, false);
     db.close().await.ok();
     result
-}
-
-/// Wait for every task; the first failure cancels the rest and is returned.
-async fn join_all(
-    tasks: &mut JoinSet<Result<(), Error>>,
-    stop: &CancellationToken,
-) -> Result<(), Error> {
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let outcome = joined
-            .map_err(|e| Error::Task(e.to_string()))
-            .and_then(|r| r);
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "inventory task failed; stopping");
-            stop.cancel();
-            first_error.get_or_insert(e);
-        }
-    }
-    first_error.map_or(Ok(()), Err)
 }

@@ -159,17 +159,11 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
         REVOCATION_REVOKE.subject()
     );
 
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined
-            .map_err(|e| Error::Task(e.to_string()))
-            .and_then(|r| r);
-        if let Err(e) = result {
-            tracing::error!(error = %e, "revocation task failed; stopping");
-            front.cancel();
-            failure.get_or_insert(e);
-        }
-    }
+    let mut failure = sigil_bus::launch::supervise("revocation", &mut tasks, &front, |e| {
+        Error::Task(e.to_string())
+    })
+    .await
+    .err();
     rt.health.set_ready(HEALTH_COMPONENT, false);
     relay_stop.cancel();
     if let Err(e) = relay.await {

@@ -155,20 +155,13 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
 
     rt.health.set_ready(SERVICE, true);
     tracing::info!(tick_interval = ?config.tick_interval, "rotation-scheduler running");
-    let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let outcome = joined
-            .map_err(|e| Error::Task(e.to_string()))
-            .and_then(|r| r);
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, "rotation-scheduler task failed; stopping");
-            stop.cancel();
-            first_error.get_or_insert(e);
-        }
-    }
+    let result = sigil_bus::launch::supervise("rotation-scheduler", &mut tasks, &stop, |e| {
+        Error::Task(e.to_string())
+    })
+    .await;
     rt.health.set_ready(SERVICE, false);
     db.close().await.ok();
-    first_error.map_or(Ok(()), Err)
+    result
 }
 
 #[cfg(test)]
