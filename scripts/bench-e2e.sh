@@ -23,7 +23,8 @@ data="$(mktemp -d)"
 up=$!
 trap 'kill "$up" 2>/dev/null; wait "$up" 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 120); do
-  [[ -f "$data/nats.url" ]] && "$BIN" --data-dir "$data" ls >/dev/null 2>&1 && break
+  # The ready line comes after the admin credential that `bench issue` signs with.
+  grep -q "sigil up: 5 services ready" "$data/up.log" && break
   sleep 0.5
 done
 echo "# $(date -u +%FT%TZ) kind=$KIND load=$(cut -d' ' -f1-3 /proc/loadavg)"

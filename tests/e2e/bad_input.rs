@@ -1,6 +1,6 @@
 //! Bad input gets a clear typed error and changes nothing: malformed JSON, unknown
 //! fields, non-PEM CSRs, CSRs with a broken self-signature, zero or negative TTLs,
-//! oversized bodies.
+//! oversized bodies, a request without a proof of who sends it or with a bogus token.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -89,7 +89,7 @@ async fn bad_requests_are_refused_with_typed_errors_and_store_nothing() {
         ),
         (
             "oversized",
-            with(&|v| v["principal"] = "x".repeat(70 * 1024).into()),
+            with(&|v| v["idempotency_key"] = "x".repeat(70 * 1024).into()),
             ErrorCode::TooLarge,
             "",
         ),
@@ -97,6 +97,18 @@ async fn bad_requests_are_refused_with_typed_errors_and_store_nothing() {
             "no names",
             with(&|v| v["sans"] = serde_json::json!({})),
             ErrorCode::BadRequest,
+            "",
+        ),
+        (
+            "no proof of who asks",
+            with(&|_| {}),
+            ErrorCode::Unauthenticated,
+            "proof",
+        ),
+        (
+            "a token that is not one",
+            with(&|v| v["proof"] = serde_json::json!({"type": "token", "token": "not.a.jwt"})),
+            ErrorCode::Unauthenticated,
             "",
         ),
     ];

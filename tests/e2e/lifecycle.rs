@@ -1,12 +1,14 @@
 //! Issue → inventory lists it → revoke → inventory shows it revoked; the chain verifies
 //! with OpenSSL; CSRs keep the key with the requester; policy denials carry reasons;
-//! one issuance is one trace across services.
+//! one issuance is one trace across services. Every request is signed with the
+//! harness's admin credential, or (for the denial) carries a workload's token.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
 
 use sigil_bus::ClientError;
 use sigil_contracts::ErrorCode;
+use sigil_contracts::auth::Proof;
 use sigil_contracts::inventory::{GetRequest, QueryRequest};
 use sigil_contracts::issuer::IssueResponse;
 use sigil_contracts::revocation::{RevokeRequest, RevokeResponse};
@@ -75,17 +77,22 @@ async fn issue_list_revoke() {
         .await;
     assert_eq!(listed.len(), 1);
 
-    // Revocation learns serials from identity.issued; wait until it has.
+    // Revocation learns serials from identity.issued; wait until it has. Each attempt
+    // carries a fresh proof (a proof's nonce is accepted once).
     let req = RevokeRequest {
         serial: issued.serial.clone(),
         reason: RevocationReason::KeyCompromise,
-        principal: Some("e2e".into()),
+        proof: None,
     };
     let revoked: RevokeResponse = eventually(WAIT, "revoke accepted", || async {
+        let mut req = req.clone();
+        c.prove(REVOCATION_REVOKE, &mut req);
         c.bus.request(REVOCATION_REVOKE, &req, WAIT).await.ok()
     })
     .await;
     assert!(!revoked.already_revoked);
+    let mut req = req.clone();
+    c.prove(REVOCATION_REVOKE, &mut req);
     let again: RevokeResponse = c.bus.request(REVOCATION_REVOKE, &req, WAIT).await.unwrap();
     assert!(again.already_revoked);
     assert_eq!(again.revoked_at, revoked.revoked_at);
@@ -133,6 +140,7 @@ async fn csr_issuance_keeps_the_key_with_the_requester() {
     let mut req = issue_request("api.internal", 600);
     req.sans.dns.clear();
     req.csr_pem = Some(csr);
+    c.prove(ISSUER_ISSUE, &mut req);
     let resp: IssueResponse = c.bus.request(ISSUER_ISSUE, &req, WAIT).await.unwrap();
     assert!(resp.private_key_pem.is_none());
     openssl_verify(&resp);
@@ -152,13 +160,14 @@ async fn csr_issuance_keeps_the_key_with_the_requester() {
 #[tokio::test]
 async fn policy_denial_is_typed_with_reasons_and_stores_nothing() {
     let c = Cluster::start().await;
+    // A workload proven by a token that allows any name: policy decides by its own
+    // rules (the admin, who may have any name, would be allowed).
+    let token = c.token("workload:web", &["*"], 1).await;
+    let mut req = issue_request("evil.attacker.test", 600);
+    req.proof = Some(Proof::Token { token });
     let err = c
         .bus
-        .request::<_, IssueResponse>(
-            ISSUER_ISSUE,
-            &issue_request("evil.attacker.test", 600),
-            WAIT,
-        )
+        .request::<_, IssueResponse>(ISSUER_ISSUE, &req, WAIT)
         .await
         .unwrap_err();
     let ClientError::Wire(e) = err else {
@@ -185,15 +194,9 @@ async fn one_issuance_is_one_trace() {
     let span = tracing::info_span!("e2e-client");
     let (resp, traceparent) = async {
         let tp = sigil_telemetry::current_traceparent();
-        let resp: IssueResponse = c
-            .bus
-            .request(
-                ISSUER_ISSUE,
-                &issue_request("traced.example.com", 600),
-                WAIT,
-            )
-            .await
-            .unwrap();
+        let mut req = issue_request("traced.example.com", 600);
+        c.prove(ISSUER_ISSUE, &mut req);
+        let resp: IssueResponse = c.bus.request(ISSUER_ISSUE, &req, WAIT).await.unwrap();
         (resp, tp)
     }
     .instrument(span)

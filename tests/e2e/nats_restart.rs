@@ -1,6 +1,7 @@
 //! Restarting nats-server in the middle of 200 issuances still leaves every issued
 //! certificate in inventory exactly once, and exactly one `identity.issued` event each.
-//! Clients retry with the same idempotency key, as `sigil issue` does.
+//! Clients retry with the same idempotency key (and a fresh proof), as `sigil issue`
+//! does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use sigil_contracts::inventory::QueryRequest;
 use sigil_contracts::issuer::IssueResponse;
 use sigil_contracts::subjects::ISSUER_ISSUE;
-use sigil_e2e::{Cluster, issue_request};
+use sigil_e2e::{Cluster, issue_request, prove};
 use sigil_testkit::eventually;
 
 const TOTAL: usize = 200;
@@ -25,12 +26,19 @@ async fn nats_restart_mid_issuance_loses_and_doubles_nothing() {
     let bus = c.bus.clone();
     let mut workers = Vec::new();
     for w in 0..WORKERS {
-        let (bus, done, retries) = (bus.clone(), done.clone(), retries.clone());
+        let (bus, done, retries, admin) = (
+            bus.clone(),
+            done.clone(),
+            retries.clone(),
+            c.admin().clone(),
+        );
         workers.push(tokio::spawn(async move {
             let mut serials = Vec::new();
             for i in (w..TOTAL).step_by(WORKERS) {
-                let req = issue_request(&format!("host-{i}.example.com"), 3600);
+                let mut req = issue_request(&format!("host-{i}.example.com"), 3600);
                 let resp: IssueResponse = loop {
+                    // A fresh proof per attempt; the idempotency key stays the same.
+                    prove(&admin, ISSUER_ISSUE, &mut req);
                     match bus
                         .request(ISSUER_ISSUE, &req, Duration::from_secs(3))
                         .await

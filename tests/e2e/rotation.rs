@@ -22,9 +22,11 @@ async fn short_lived_certificate_is_renewal_due_then_expired() {
     let req = RevokeRequest {
         serial: revoked.serial.clone(),
         reason: RevocationReason::Superseded,
-        principal: None,
+        proof: None,
     };
     let _: RevokeResponse = eventually(WAIT, "revoke", || async {
+        let mut req = req.clone();
+        c.prove(REVOCATION_REVOKE, &mut req);
         c.bus.request(REVOCATION_REVOKE, &req, WAIT).await.ok()
     })
     .await;

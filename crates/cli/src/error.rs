@@ -22,6 +22,9 @@ pub const EXIT_REJECTED: u8 = 5;
 /// root was found. (Input files that cannot be read or parsed exit with
 /// [`EXIT_REJECTED`]; a missing trust anchor with [`EXIT_USAGE`].)
 pub const EXIT_VERIFY_FAILED: u8 = 6;
+/// The request's proof of who sent it was refused (`unauthenticated`: a used or
+/// expired token, a revoked or unknown credential, a signature Sigil does not trust).
+pub const EXIT_UNAUTHENTICATED: u8 = 7;
 /// Sigil cannot be reached: no NATS, no service listening, timeout, or a service
 /// reporting `unavailable` (BSD `EX_UNAVAILABLE`).
 pub const EXIT_UNAVAILABLE: u8 = 69;
@@ -45,6 +48,13 @@ pub enum CliError {
     /// A local input file is unreadable or malformed (exit [`EXIT_REJECTED`]).
     #[error("{}: {reason}", path.display())]
     BadInput { path: PathBuf, reason: String },
+    /// The credential a command signs with is missing, unreadable or malformed (exit
+    /// [`EXIT_USAGE`]: the fix is `sigil up` or `--admin-cred`).
+    #[error(
+        "no usable admin credential at {} ({reason}); run `sigil up` to create it, or pass --admin-cred FILE",
+        path.display()
+    )]
+    NoCredential { path: PathBuf, reason: String },
     /// Options that parsed but cannot be acted on together (exit [`EXIT_USAGE`]).
     #[error("{0}")]
     Usage(String),
@@ -83,18 +93,21 @@ impl CliError {
             CliError::Client(_) => EXIT_FAILURE,
             CliError::Bus(_) => EXIT_UNAVAILABLE,
             CliError::BadInput { .. } => EXIT_REJECTED,
-            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Usage(_) | CliError::NoCredential { .. } => EXIT_USAGE,
             CliError::VerifyFailed { .. } => EXIT_VERIFY_FAILED,
             CliError::Io { .. } | CliError::Other(_) => EXIT_FAILURE,
         }
     }
 
     /// The one line printed on stderr: `sigil: denied: r1; r2` for a policy denial,
-    /// `sigil: error: …` otherwise.
+    /// `sigil: unauthenticated: …` for a refused proof, `sigil: error: …` otherwise.
     pub fn line(&self) -> String {
         match self {
             CliError::Client(ClientError::Wire(e)) if e.code == ErrorCode::Denied => {
                 format!("sigil: denied: {}", denied_reasons(e))
+            }
+            CliError::Client(ClientError::Wire(e)) if e.code == ErrorCode::Unauthenticated => {
+                format!("sigil: unauthenticated: {}", one_line(&e.message))
             }
             CliError::Client(ClientError::Wire(e)) => {
                 format!("sigil: error: {}", one_line(&e.message))
@@ -108,6 +121,7 @@ impl CliError {
 pub fn exit_code_of(code: ErrorCode) -> u8 {
     match code {
         ErrorCode::Denied => EXIT_DENIED,
+        ErrorCode::Unauthenticated => EXIT_UNAUTHENTICATED,
         ErrorCode::NotFound => EXIT_NOT_FOUND,
         ErrorCode::BadRequest | ErrorCode::TooLarge | ErrorCode::Conflict => EXIT_REJECTED,
         ErrorCode::Unavailable => EXIT_UNAVAILABLE,
@@ -148,6 +162,7 @@ mod tests {
     fn every_error_maps_to_its_exit_code() {
         let cases = [
             (wire(ErrorCode::Denied), EXIT_DENIED),
+            (wire(ErrorCode::Unauthenticated), EXIT_UNAUTHENTICATED),
             (wire(ErrorCode::NotFound), EXIT_NOT_FOUND),
             (wire(ErrorCode::BadRequest), EXIT_REJECTED),
             (wire(ErrorCode::TooLarge), EXIT_REJECTED),
@@ -196,6 +211,13 @@ mod tests {
             (CliError::bad_input("cert.pem", "not PEM"), EXIT_REJECTED),
             (CliError::Usage("no roots".into()), EXIT_USAGE),
             (
+                CliError::NoCredential {
+                    path: "admin.cred".into(),
+                    reason: "not found".into(),
+                },
+                EXIT_USAGE,
+            ),
+            (
                 CliError::VerifyFailed {
                     failed: 1,
                     total: 9,
@@ -209,6 +231,7 @@ mod tests {
         assert_eq!(EXIT_OK, 0);
         assert_eq!(EXIT_USAGE, 2);
         assert_eq!(EXIT_VERIFY_FAILED, 6);
+        assert_eq!(EXIT_UNAUTHENTICATED, 7);
     }
 
     #[test]
@@ -227,6 +250,21 @@ mod tests {
         assert_eq!(nf.line(), "sigil: error: serial 0a unknown");
         let multi = CliError::Other("first\nsecond\n".into());
         assert_eq!(multi.line(), "sigil: error: first second");
+        let unauth = CliError::Client(ClientError::Wire(WireError::unauthenticated(
+            "token already used\n(1 of 1)",
+        )));
+        assert_eq!(
+            unauth.line(),
+            "sigil: unauthenticated: token already used (1 of 1)"
+        );
+        let cred = CliError::NoCredential {
+            path: "d/admin.cred".into(),
+            reason: "No such file or directory (os error 2)".into(),
+        };
+        assert_eq!(
+            cred.line(),
+            "sigil: error: no usable admin credential at d/admin.cred (No such file or directory (os error 2)); run `sigil up` to create it, or pass --admin-cred FILE"
+        );
         let io = CliError::io("out/key.pem", std::io::Error::other("exists"));
         assert_eq!(io.line(), "sigil: error: out/key.pem: exists");
     }

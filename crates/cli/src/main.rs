@@ -2,20 +2,26 @@
 //!
 //! `sigil up` runs NATS (when none answers) and all five services in one process;
 //! `sigil serve <service>` runs one. Client commands talk to the running services over NATS (request/reply and the
-//! `SIGIL_EVENTS` stream): `issue`, `ls`, `show`, `revoke`, `events`, `ca`,
-//! `policy`, `audit`. `verify` checks a
+//! `SIGIL_EVENTS` stream): `issue`, `renew`, `ls`, `show`, `revoke`, `events`, `ca`,
+//! `policy`, `token`, `audit`. Mutating requests carry a proof of who sends them: a
+//! possession proof by the admin credential `sigil up` makes (`<data-dir>/admin.cred`,
+//! or `--admin-cred FILE`, see [`context`]), a bootstrap token (`issue --token`), or the
+//! credential being renewed (`renew`). `verify` checks a
 //! certificate path offline (no NATS). Each lives in its own module under
 //! [`commands`]; global options are in [`context`]; errors and the exit-code table in
 //! [`error`].
 //!
 //! Exit codes: 0 ok, 1 other failure, 2 usage, 3 denied by policy, 4 not found,
 //! 5 rejected (bad request, too large, conflict; for `verify`: unreadable or malformed
-//! input), 6 verification failed (`verify`, `audit verify`), 69 Sigil unavailable.
+//! input), 6 verification failed (`verify`, `audit verify`), 7 unauthenticated (the
+//! request's token or credential was refused), 69 Sigil unavailable.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod commands;
 mod context;
 mod error;
+mod keys;
 mod local_nats;
 mod output;
 mod services;
@@ -45,6 +51,8 @@ pub enum Command {
     /// Run one service
     Serve(commands::serve::ServeArgs),
     Issue(commands::issue::IssueArgs),
+    /// Renew a certificate by proving possession of its key (same names, new serial)
+    Renew(commands::renew::RenewArgs),
     /// Make a key pair and a CSR here (classical, ML-DSA, composite or hybrid); the
     /// private key never leaves this machine
     Csr(commands::csr::CsrArgs),
@@ -57,6 +65,8 @@ pub enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Cedar policies: apply, list, show, roll back, dry-run a request, templates
     Policy(commands::policy::PolicyArgs),
+    /// Bootstrap tokens: one-time (or N-time) proofs for a workload's first identity
+    Token(commands::token::TokenArgs),
     /// The hash-chained audit log: list entries, verify the chain
     Audit(commands::audit::AuditArgs),
     /// Measure a running Sigil (see docs/benchmarks.md)
@@ -93,6 +103,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Up(args) => commands::up::run(global, args).await,
         Command::Serve(args) => commands::serve::run(global, args).await,
         Command::Issue(args) => commands::issue::run(global, args).await,
+        Command::Renew(args) => commands::renew::run(global, args).await,
         Command::Csr(args) => commands::csr::run(global, &args),
         Command::Ls(args) => commands::ls::run(global, args).await,
         Command::Show(args) => commands::show::run(global, args).await,
@@ -101,6 +112,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ca(args) => commands::ca::run(global, args).await,
         Command::Verify(args) => commands::verify::run(global, args),
         Command::Policy(args) => commands::policy::run(global, args).await,
+        Command::Token(args) => commands::token::run(global, args).await,
         Command::Audit(args) => commands::audit::run(global, args).await,
         Command::Bench(args) => commands::bench::run(global, args).await,
     }
@@ -132,6 +144,25 @@ mod tests {
         assert_eq!(cli.global.nats.as_deref(), Some("nats://h:4222"));
         assert_eq!(cli.global.data_dir, std::path::PathBuf::from("/tmp/x"));
         assert!(cli.global.json);
+        assert_eq!(cli.global.admin_cred, None);
+        assert_eq!(
+            cli.global.admin_cred_path(),
+            std::path::PathBuf::from("/tmp/x/admin.cred")
+        );
+        let cli = Cli::try_parse_from([
+            "sigil",
+            "revoke",
+            "0a",
+            "--reason",
+            "superseded",
+            "--admin-cred",
+            "/etc/sigil/alice.cred",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.global.admin_cred_path(),
+            std::path::PathBuf::from("/etc/sigil/alice.cred")
+        );
     }
 
     #[test]

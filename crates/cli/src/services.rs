@@ -61,6 +61,16 @@ fn policy_seed(path: Option<&Path>) -> Result<Option<String>, CliError> {
     }
 }
 
+/// The policy service's configuration for these settings. `sigil up` uses the same one
+/// to mint its local bootstrap token (it opens the policy database directly).
+pub fn policy_config(settings: &ServiceSettings) -> Result<sigil_policy::Config, CliError> {
+    Ok(sigil_policy::Config {
+        database_url: settings.database_url(Service::Policy),
+        seed_policies: policy_seed(settings.policy_file.as_deref())?,
+        ..sigil_policy::Config::in_data_dir(&settings.data_dir)
+    })
+}
+
 /// Spawn `service` into `tasks`; each task resolves to its service's result.
 pub async fn spawn(
     service: Service,
@@ -75,11 +85,7 @@ pub async fn spawn(
     let sd = shutdown.clone();
     match service {
         Service::Policy => {
-            let cfg = sigil_policy::Config {
-                database_url: settings.database_url(service),
-                seed_policies: policy_seed(settings.policy_file.as_deref())?,
-                ..sigil_policy::Config::in_data_dir(&settings.data_dir)
-            };
+            let cfg = policy_config(settings)?;
             tasks.spawn(async move {
                 sigil_policy::run(cfg, rt, sd)
                     .await
@@ -128,6 +134,7 @@ pub async fn spawn(
         Service::Revocation => {
             let cfg = sigil_revocation::Config {
                 database_url: settings.database_url(service),
+                ..sigil_revocation::Config::in_data_dir(&settings.data_dir)
             };
             tasks.spawn(async move {
                 sigil_revocation::run(cfg, rt, sd)
@@ -137,6 +144,23 @@ pub async fn spawn(
         }
     }
     Ok(())
+}
+
+/// Waits (at most 20 s) for every task to end, after shutdown was cancelled.
+pub async fn drain(mut tasks: JoinSet<Result<(), CliError>>) {
+    let all = async {
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "service stopped with an error");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(20), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("services did not drain within 20s; exiting anyway");
+    }
 }
 
 /// Run until ctrl-c / SIGTERM or until a service fails; then drain everything.
@@ -156,19 +180,7 @@ pub async fn supervise(
         }
     }
     shutdown.cancel();
-    let drain = async {
-        while let Some(done) = tasks.join_next().await {
-            if let Ok(Err(e)) = done {
-                tracing::warn!(error = %e, "service stopped with an error");
-            }
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(20), drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!("services did not drain within 20s; exiting anyway");
-    }
+    drain(tasks).await;
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),

@@ -1,36 +1,23 @@
-//! `sigil audit` through the real binary against `sigil serve policy` on a private
-//! nats-server: an empty log verifies; after one allowed and one denied decision,
-//! `audit ls --json` lists both in order and `audit verify` reports an intact chain
-//! (exit 0); after a row's reasons are altered in the database, `audit verify` exits 6
-//! and names that row.
+//! `sigil audit` through the real binary against `sigil up` on a private nats-server:
+//! the log starts with the admin credential's own making (a minted token, its allowed
+//! issuance, the issuance); after one more allowed and one denied issuance, `audit ls
+//! --json` lists them in order with the authenticated principals and `audit verify`
+//! reports an intact chain (exit 0); after the denied row's reasons are altered in the
+//! database, `audit verify` exits 6 and names that row.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
-
-use sigil_bus::Bus;
-use sigil_contracts::policy::{Action, AuditListResponse, Decision, EvaluateRequest};
-use sigil_contracts::subjects::POLICY_EVALUATE;
-use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
+use sigil_contracts::policy::{AuditEntry, AuditKind, AuditListResponse};
 use sigil_testkit::NatsServer;
 
 mod common;
 
 use common::{err, out, sigil};
 
-fn request(dns: &str) -> EvaluateRequest {
-    EvaluateRequest {
-        principal: "workload:web".into(),
-        action: Action::Issue,
-        profile: Profile::TlsServer,
-        sans: Sans {
-            dns: vec![dns.to_owned()],
-            ..Sans::default()
-        },
-        ttl_seconds: 3600,
-        key_algorithm: KeyAlgorithm::EcdsaP256,
-        kind: None,
-        key_bits: None,
-    }
+fn entries(d: &std::path::Path, url: &str) -> Vec<AuditEntry> {
+    let o = sigil(d, url, &["audit", "ls", "--json"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let page: AuditListResponse = serde_json::from_str(&out(&o)).unwrap();
+    page.entries
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,29 +26,83 @@ async fn audit_ls_and_verify_through_the_cli() {
     let url = nats.url();
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
-    let _served = common::spawn(d, &url, &["serve", "policy"]);
-    let o = common::until_ok(d, &url, &["audit", "verify"]);
-    assert!(out(&o).contains("intact: 0 entries"), "{}", out(&o));
+    let (_up, _) = common::start_up(d, &url, &[]);
 
-    let bus = Bus::connect(&url, "audit-cli-test").await.unwrap();
-    let timeout = Duration::from_secs(5);
-    let d1: Decision = bus
-        .request(POLICY_EVALUATE, &request("web.internal"), timeout)
-        .await
-        .unwrap();
-    assert!(d1.allowed);
-    let d2: Decision = bus
-        .request(POLICY_EVALUATE, &request("www.evil.test"), timeout)
-        .await
-        .unwrap();
-    assert!(!d2.allowed);
+    // `sigil up` made the admin credential: a token minted locally, a decision allowing
+    // its use, the issuance.
+    let first = entries(d, &url);
+    let kinds: Vec<AuditKind> = first.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.first(), Some(&AuditKind::TokenCreated), "{first:#?}");
+    assert!(
+        first.iter().any(|e| e.kind == AuditKind::Decision
+            && e.outcome == "allow"
+            && e.principal == "admin:admin"),
+        "{first:#?}"
+    );
 
-    let o = sigil(d, &url, &["audit", "ls", "--json"]);
+    // One allowed issuance (the admin's) and one denied (a workload's, by token).
+    let o = sigil(
+        d,
+        &url,
+        &[
+            "issue",
+            "--dns",
+            "web.internal",
+            "--out",
+            d.join("web").to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", err(&o));
-    let page: AuditListResponse = serde_json::from_str(&out(&o)).unwrap();
-    let outcomes: Vec<_> = page.entries.iter().map(|e| e.outcome.as_str()).collect();
-    assert_eq!(outcomes, ["allow", "deny"]);
-    assert_eq!(page.entries[1].prev_hash, page.entries[0].hash);
+    let o = sigil(
+        d,
+        &url,
+        &[
+            "token",
+            "create",
+            "--principal",
+            "workload:web",
+            "--for",
+            "*",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let token = out(&o).trim().to_owned();
+    let o = sigil(
+        d,
+        &url,
+        &[
+            "issue",
+            "--dns",
+            "www.evil.test",
+            "--token",
+            &token,
+            "--out",
+            d.join("evil").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+
+    let all = entries(d, &url);
+    let decisions: Vec<(&str, &str)> = all
+        .iter()
+        .filter(|e| e.kind == AuditKind::Decision)
+        .map(|e| (e.principal.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        &decisions[decisions.len() - 2..],
+        [("admin:admin", "allow"), ("workload:web", "deny")],
+        "{all:#?}"
+    );
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash, "chained");
+    }
+    let denied = all
+        .iter()
+        .rev()
+        .find(|e| e.outcome == "deny")
+        .unwrap()
+        .clone();
+    assert!(!denied.reasons.is_empty());
 
     let o = sigil(
         d,
@@ -82,7 +123,7 @@ async fn audit_ls_and_verify_through_the_cli() {
     assert_eq!(o.status.code(), Some(0), "{}", err(&o));
     let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(v["ok"], true);
-    assert_eq!(v["checked"], 2);
+    assert!(v["checked"].as_u64().unwrap() >= all.len() as u64, "{v}");
 
     // Alter the deny row's reasons behind the service's back.
     use sigil_store::sea_orm::ConnectionTrait;
@@ -92,11 +133,18 @@ async fn audit_ls_and_verify_through_the_cli() {
     )
     .await
     .unwrap();
-    conn.execute_unprepared("UPDATE audit SET reasons = '[]' WHERE seq = 2")
-        .await
-        .unwrap();
+    conn.execute_unprepared(&format!(
+        "UPDATE audit SET reasons = '[]' WHERE seq = {}",
+        denied.seq
+    ))
+    .await
+    .unwrap();
     conn.close().await.unwrap();
     let o = sigil(d, &url, &["audit", "verify"]);
     assert_eq!(o.status.code(), Some(6), "{}", err(&o));
-    assert!(out(&o).contains("BROKEN at seq 2"), "{}", out(&o));
+    assert!(
+        out(&o).contains(&format!("BROKEN at seq {}", denied.seq)),
+        "{}",
+        out(&o)
+    );
 }

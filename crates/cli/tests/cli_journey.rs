@@ -1,6 +1,7 @@
 //! The user's journey through the real `sigil` binary: `sigil up` on a private
-//! nats-server, then issue → ls → show → revoke → ls → events, checking files, modes,
-//! JSON output, one-line errors and exit codes.
+//! nats-server (which makes the admin credential every mutating command signs with),
+//! then issue → ls → show → revoke → ls → events, checking files, modes, JSON output,
+//! one-line errors and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
@@ -180,7 +181,22 @@ async fn issue_list_show_revoke_through_the_cli() {
             .any(|e| e["type"] == "io.sigil.identity.revoked.v1")
     );
 
-    // Failures: one line, meaningful exit codes.
+    // Failures: one line, meaningful exit codes. (The admin may have any name the
+    // forbids allow; a workload proven by a token gets what the default policy permits.)
+    let o = sigil(
+        data.path(),
+        &url,
+        &[
+            "token",
+            "create",
+            "--principal",
+            "workload:evil",
+            "--for",
+            "*.attacker.test",
+        ],
+    );
+    assert!(o.status.success(), "token create: {}", stderr(&o));
+    let token = stdout(&o).trim().to_owned();
     let o = sigil(
         data.path(),
         &url,
@@ -188,6 +204,8 @@ async fn issue_list_show_revoke_through_the_cli() {
             "issue",
             "--dns",
             "evil.attacker.test",
+            "--token",
+            &token,
             "--out",
             data.path().join("evil").to_str().unwrap(),
         ],
@@ -197,6 +215,11 @@ async fn issue_list_show_revoke_through_the_cli() {
         stderr(&o).trim().lines().count(),
         1,
         "one-line error: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).starts_with("sigil: denied: ") && stderr(&o).contains("evil.attacker.test"),
+        "{}",
         stderr(&o)
     );
     let o = sigil(data.path(), &url, &["show", "abcdef0123"]);
@@ -281,14 +304,16 @@ fn up_starts_its_own_nats_and_serves_health() {
         .args(["issue", "--dns", "local.example.com", "--out"])
         .arg(data.path().join("out"))
         .env_remove("SIGIL_NATS_URL")
+        .env_remove("SIGIL_ADMIN_CRED")
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let (status, metrics) = http_get(&http, "/metrics");
     assert_eq!(status, 200);
+    // Two issuances: the admin credential `up` made for itself, and ours.
     assert!(
         metrics.contains(
-            "sigil_requests_total{service=\"issuer\",operation=\"issue\",outcome=\"ok\"} 1"
+            "sigil_requests_total{service=\"issuer\",operation=\"issue\",outcome=\"ok\"} 2"
         ),
         "{metrics}"
     );

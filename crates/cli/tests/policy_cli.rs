@@ -1,7 +1,8 @@
-//! `sigil policy` through the real binary against `sigil serve policy` on a private
-//! nats-server: templates offline, then show → apply → ls → test (allow and deny, exit
-//! 3) → a malformed file (one line naming file, line and column; exit 5; nothing
-//! stored) → rollback.
+//! `sigil policy` through the real binary against `sigil up` on a private nats-server:
+//! templates offline, then show → apply (signed with the admin credential `up` made;
+//! the version records the admin as its author) → ls → test (allow and deny, exit 3) →
+//! a malformed file (one line naming file, line and column; exit 5; nothing stored) →
+//! rollback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use sigil_testkit::NatsServer;
@@ -24,7 +25,7 @@ async fn apply_list_show_test_and_rollback_through_the_cli() {
     let o = sigil(d, &url, &["policy", "templates", "pq-required"]);
     assert!(out(&o).contains("pq-required-spiffe"));
 
-    let _served = common::spawn(d, &url, &["serve", "policy"]);
+    let (_up, _) = common::start_up(d, &url, &[]);
     let o = common::until_ok(d, &url, &["policy", "ls"]);
     assert!(out(&o).contains("seeded"), "{}", out(&o));
 
@@ -52,7 +53,21 @@ async fn apply_list_show_test_and_rollback_through_the_cli() {
         ],
     );
     assert!(o.status.success(), "{}", err(&o));
-    assert!(out(&o).contains("as version 2 (6 policies"), "{}", out(&o));
+    let seeded = std::fs::read_to_string(&file)
+        .unwrap()
+        .matches("@id(")
+        .count();
+    assert!(
+        out(&o).contains(&format!("as version 2 ({seeded} policies")),
+        "{}",
+        out(&o)
+    );
+    let o = sigil(d, &url, &["--json", "policy", "ls"]);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        list["versions"][0]["created_by"], "admin:admin",
+        "the author is the admin whose credential signed: {list}"
+    );
 
     // test: allow (exit 0) and deny (exit 3, reasons on stderr).
     let req = d.join("req.json");

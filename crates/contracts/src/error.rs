@@ -16,6 +16,9 @@ pub enum ErrorCode {
     BadRequest,
     /// The request exceeded the size cap.
     TooLarge,
+    /// The request's proof of who sent it is missing, malformed, expired, replayed,
+    /// revoked or not signed by a key Sigil trusts.
+    Unauthenticated,
     /// Policy refused the request; `details.reasons` says why.
     Denied,
     /// The named object does not exist.
@@ -34,6 +37,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::Denied => "denied",
             ErrorCode::NotFound => "not_found",
             ErrorCode::Conflict => "conflict",
@@ -46,6 +50,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthenticated => 401,
             ErrorCode::Denied => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
@@ -90,6 +95,10 @@ impl WireError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

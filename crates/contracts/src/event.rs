@@ -23,10 +23,11 @@ pub enum EventKind {
     CaBundleChanged,
     PolicyChanged,
     PolicyDenied,
+    AuditAnchored,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::IdentityIssued,
         EventKind::IdentityRevoked,
         EventKind::IdentityRenewalDue,
@@ -34,6 +35,7 @@ impl EventKind {
         EventKind::CaBundleChanged,
         EventKind::PolicyChanged,
         EventKind::PolicyDenied,
+        EventKind::AuditAnchored,
     ];
 
     /// CloudEvents `type`, e.g. `io.sigil.identity.issued.v1`.
@@ -46,6 +48,7 @@ impl EventKind {
             EventKind::CaBundleChanged => "io.sigil.ca.bundle_changed.v1",
             EventKind::PolicyChanged => "io.sigil.policy.changed.v1",
             EventKind::PolicyDenied => "io.sigil.policy.denied.v1",
+            EventKind::AuditAnchored => "io.sigil.policy.audit_anchored.v1",
         }
     }
 
@@ -59,6 +62,7 @@ impl EventKind {
             EventKind::CaBundleChanged => "ca.bundle_changed",
             EventKind::PolicyChanged => "policy.changed",
             EventKind::PolicyDenied => "policy.denied",
+            EventKind::AuditAnchored => "policy.audit_anchored",
         }
     }
 
@@ -223,6 +227,30 @@ impl EventData for PolicyDenied {
     /// `audit/<seq>`.
     fn subject(&self) -> String {
         format!("audit/{}", self.audit_seq)
+    }
+}
+
+/// `policy.audit_anchored`: the newest row of the policy service's hash-chained audit
+/// log when it was anchored. The anchor lives in the event stream, outside the policy
+/// database, so removing the newest audit rows (which the chain alone cannot reveal) is
+/// detected by `audit_verify` against the latest anchor; integrations that archive the
+/// events keep the anchors longer still.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditAnchored {
+    /// Sequence number of the anchored row.
+    pub seq: u64,
+    /// Its hash (lowercase hex SHA-256).
+    pub hash: String,
+    /// When the row was appended.
+    pub row_at: DateTime<Utc>,
+}
+
+impl EventData for AuditAnchored {
+    const KIND: EventKind = EventKind::AuditAnchored;
+    /// `audit/<seq>`.
+    fn subject(&self) -> String {
+        format!("audit/{}", self.seq)
     }
 }
 

@@ -7,11 +7,11 @@ use schemars::{JsonSchema, Schema, schema_for};
 use serde_json::{Value, json};
 
 use crate::event::{
-    CaBundleChanged, CloudEvent, EventData, EventKind, IdentityExpired, IdentityIssued,
-    IdentityRenewalDue, IdentityRevoked, PolicyChanged, PolicyDenied,
+    AuditAnchored, CaBundleChanged, CloudEvent, EventData, EventKind, IdentityExpired,
+    IdentityIssued, IdentityRenewalDue, IdentityRevoked, PolicyChanged, PolicyDenied,
 };
 use crate::subjects::{self, OPERATIONS, Operation};
-use crate::{error::Reply, inventory, issuer, policy, revocation, types};
+use crate::{auth, error::Reply, inventory, issuer, policy, revocation, types};
 
 /// One schema file: its file name under `proto/schemas/` and its content.
 #[derive(Debug)]
@@ -46,6 +46,9 @@ fn operation_messages(op: Operation) -> (&'static str, &'static str) {
         (subjects::Service::Policy, "audit_verify") => {
             ("policy.v1.AuditVerifyRequest", "policy.v1.AuditVerifyReply")
         }
+        (subjects::Service::Policy, "token_create") => {
+            ("policy.v1.TokenCreateRequest", "policy.v1.TokenCreateReply")
+        }
         (subjects::Service::Issuer, "issue") => ("issuer.v1.IssueRequest", "issuer.v1.IssueReply"),
         (subjects::Service::Issuer, "ca_list") => {
             ("issuer.v1.CaListRequest", "issuer.v1.CaListReply")
@@ -68,6 +71,9 @@ fn operation_messages(op: Operation) -> (&'static str, &'static str) {
         (subjects::Service::Revocation, "revoke") => {
             ("revocation.v1.RevokeRequest", "revocation.v1.RevokeReply")
         }
+        (subjects::Service::Revocation, "status") => {
+            ("revocation.v1.StatusRequest", "revocation.v1.StatusReply")
+        }
         _ => ("unknown", "unknown"),
     }
 }
@@ -81,6 +87,7 @@ fn event_message(kind: EventKind) -> &'static str {
         EventKind::CaBundleChanged => "events.v1.CaBundleChanged",
         EventKind::PolicyChanged => "events.v1.PolicyChanged",
         EventKind::PolicyDenied => "events.v1.PolicyDenied",
+        EventKind::AuditAnchored => "events.v1.AuditAnchored",
     }
 }
 
@@ -107,6 +114,8 @@ pub fn schemas() -> Vec<SchemaFile> {
         file::<Reply<policy::AuditListResponse>>("policy.v1.AuditListReply"),
         file::<policy::AuditVerifyRequest>("policy.v1.AuditVerifyRequest"),
         file::<Reply<policy::AuditVerifyResponse>>("policy.v1.AuditVerifyReply"),
+        file::<auth::TokenCreateRequest>("policy.v1.TokenCreateRequest"),
+        file::<Reply<auth::TokenCreateResponse>>("policy.v1.TokenCreateReply"),
         file::<issuer::IssueRequest>("issuer.v1.IssueRequest"),
         file::<Reply<issuer::IssueResponse>>("issuer.v1.IssueReply"),
         file::<issuer::CaListRequest>("issuer.v1.CaListRequest"),
@@ -123,6 +132,8 @@ pub fn schemas() -> Vec<SchemaFile> {
         file::<Reply<types::CredentialRecord>>("inventory.v1.GetReply"),
         file::<revocation::RevokeRequest>("revocation.v1.RevokeRequest"),
         file::<Reply<revocation::RevokeResponse>>("revocation.v1.RevokeReply"),
+        file::<revocation::StatusRequest>("revocation.v1.StatusRequest"),
+        file::<Reply<revocation::StatusResponse>>("revocation.v1.StatusReply"),
         event_schema::<IdentityIssued>(),
         event_schema::<IdentityRevoked>(),
         event_schema::<IdentityRenewalDue>(),
@@ -130,6 +141,7 @@ pub fn schemas() -> Vec<SchemaFile> {
         event_schema::<CaBundleChanged>(),
         event_schema::<PolicyChanged>(),
         event_schema::<PolicyDenied>(),
+        event_schema::<AuditAnchored>(),
     ]
 }
 

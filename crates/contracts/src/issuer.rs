@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{CarriesProof, Proof};
 use crate::types::{CaKind, KeyAlgorithm, Profile, Sans};
 
 /// `sigil.issuer.v1.issue` request.
@@ -33,10 +34,21 @@ pub struct IssueRequest {
     /// be the composite's classical half; under an ML-DSA CA an ML-DSA level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_algorithm: Option<KeyAlgorithm>,
-    /// Requesting principal (authenticated in a later version; recorded and sent to
-    /// policy now).
+    /// Who sends it ([`crate::auth`]): a bootstrap token for a first identity, or a
+    /// possession proof by a credential (an admin's, or the credential being renewed).
+    /// Policy establishes the principal from it; without one the requester is
+    /// `anonymous`, which the policy service refuses unless configured otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub principal: Option<String>,
+    pub proof: Option<Proof>,
+}
+
+impl CarriesProof for IssueRequest {
+    fn proof(&self) -> Option<&Proof> {
+        self.proof.as_ref()
+    }
+    fn proof_mut(&mut self) -> &mut Option<Proof> {
+        &mut self.proof
+    }
 }
 
 /// `sigil.issuer.v1.issue` reply.
@@ -173,6 +185,18 @@ pub struct CaInitRequest {
     pub algorithm: Option<String>,
     #[serde(default)]
     pub force: bool,
+    /// An admin's possession proof ([`crate::auth`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+}
+
+impl CarriesProof for CaInitRequest {
+    fn proof(&self) -> Option<&Proof> {
+        self.proof.as_ref()
+    }
+    fn proof_mut(&mut self) -> &mut Option<Proof> {
+        &mut self.proof
+    }
 }
 
 /// Step of a staged intermediate rotation.
@@ -209,6 +233,18 @@ impl RotateStep {
 pub struct CaRotateRequest {
     #[serde(default)]
     pub step: RotateStep,
+    /// An admin's possession proof ([`crate::auth`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+}
+
+impl CarriesProof for CaRotateRequest {
+    fn proof(&self) -> Option<&Proof> {
+        self.proof.as_ref()
+    }
+    fn proof_mut(&mut self) -> &mut Option<Proof> {
+        &mut self.proof
+    }
 }
 
 /// `sigil.issuer.v1.ca_rotate` reply: the slots after the step and the bundle published.

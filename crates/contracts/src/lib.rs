@@ -9,6 +9,7 @@
 //! from these types; they are checked into `proto/` and a test fails when they drift.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod error;
 pub mod event;
 pub mod export;

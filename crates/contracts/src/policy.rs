@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthMethod, CarriesProof, Proof};
+use crate::subjects::Operation;
 use crate::types::{CaKind, KeyAlgorithm, Profile, Sans};
 
 /// What the requester wants to do.
@@ -45,10 +47,25 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateRequest {
-    /// The requesting principal, `type:id` with type `workload`, `agent`, `admin` or
-    /// `service` (e.g. `workload:web`); `anonymous`, or a name without a type, is an
-    /// unauthenticated requester.
-    pub principal: String,
+    /// Only in a `test` dry run: decide for this principal, `type:id` with type
+    /// `workload`, `agent`, `admin` or `service` (e.g. `workload:web`), or `anonymous`.
+    /// `evaluate` refuses it (`bad_request`): there the principal is established from
+    /// `proof`, and is `anonymous` without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// The proof the caller's request carried ([`crate::auth`]), passed on unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+    /// Subject of the request being authorized (e.g. `sigil.issuer.v1.issue`); a
+    /// possession proof must have been made for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// [`CarriesProof::digest`] of the request being authorized; a possession proof
+    /// must sign it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
+    /// What the request asks. Policy decides an `issue` request proven by a non-admin
+    /// credential as `renew` (the credential renewing itself).
     pub action: Action,
     pub profile: Profile,
     pub sans: Sans,
@@ -62,6 +79,28 @@ pub struct EvaluateRequest {
     /// from `key_algorithm` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_bits: Option<u32>,
+}
+
+impl EvaluateRequest {
+    /// An `admin` decision for `req` sent to `operation` (CA operations, policy changes,
+    /// token creation): no names, no lifetime, the default key algorithm and kind, and
+    /// the request's proof, operation and digest, so policy authenticates it.
+    pub fn admin<R: CarriesProof>(operation: Operation, req: &R) -> EvaluateRequest {
+        EvaluateRequest {
+            principal: None,
+            proof: req.proof().cloned(),
+            operation: Some(operation.subject()),
+            request_digest: Some(req.digest()),
+            action: Action::Admin,
+            profile: Profile::default(),
+            sans: Sans::default(),
+            // Lifetimes matter only to issue and renew decisions.
+            ttl_seconds: 0,
+            key_algorithm: KeyAlgorithm::default(),
+            kind: None,
+            key_bits: None,
+        }
+    }
 }
 
 /// Constraints the caller must apply when the decision allows.
@@ -85,6 +124,19 @@ pub struct Decision {
     pub constraints: Constraints,
     /// Version of the policy set that decided.
     pub policy_version: String,
+    /// The authenticated principal (`type:id`, or `anonymous`): what callers record.
+    #[serde(default = "anonymous")]
+    pub principal: String,
+    #[serde(default)]
+    pub authenticated_by: AuthMethod,
+    /// The action decided (`renew` for an issue request proven by the credential it
+    /// renews).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+}
+
+fn anonymous() -> String {
+    "anonymous".to_owned()
 }
 
 /// `sigil.policy.v1.apply` request: validate a Cedar policy set against Sigil's schema
@@ -100,9 +152,19 @@ pub struct ApplyRequest {
     pub entities: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
-    /// Who applies it (recorded; authenticated in a later version).
+    /// An admin's possession proof ([`crate::auth`]); the authenticated principal is
+    /// recorded as the author.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied_by: Option<String>,
+    pub proof: Option<Proof>,
+}
+
+impl CarriesProof for ApplyRequest {
+    fn proof(&self) -> Option<&Proof> {
+        self.proof.as_ref()
+    }
+    fn proof_mut(&mut self) -> &mut Option<Proof> {
+        &mut self.proof
+    }
 }
 
 /// How a policy version came to be.
@@ -205,8 +267,18 @@ pub struct RollbackRequest {
     pub version: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// An admin's possession proof ([`crate::auth`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied_by: Option<String>,
+    pub proof: Option<Proof>,
+}
+
+impl CarriesProof for RollbackRequest {
+    fn proof(&self) -> Option<&Proof> {
+        self.proof.as_ref()
+    }
+    fn proof_mut(&mut self) -> &mut Option<Proof> {
+        &mut self.proof
+    }
 }
 
 /// `sigil.policy.v1.test` request: a dry run that explains a decision.
@@ -227,6 +299,19 @@ pub struct TestRequest {
     /// Entities JSON to go with `policies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entities: Option<String>,
+}
+
+impl TestRequest {
+    /// A dry run of `request` now, under the active version.
+    pub fn now(request: EvaluateRequest) -> TestRequest {
+        TestRequest {
+            request,
+            at: None,
+            version: None,
+            policies: None,
+            entities: None,
+        }
+    }
 }
 
 /// Effect of a Cedar policy.
@@ -292,6 +377,10 @@ pub enum AuditKind {
     Issued,
     /// A certificate was revoked (`identity.revoked`).
     Revoked,
+    /// A bootstrap token was minted (`token_create`, or locally by whoever can open the
+    /// policy database). The row names the token's id, principal, name patterns, uses and
+    /// expiry, never the token itself.
+    TokenCreated,
 }
 
 impl AuditKind {
@@ -300,13 +389,19 @@ impl AuditKind {
             AuditKind::Decision => "decision",
             AuditKind::Issued => "issued",
             AuditKind::Revoked => "revoked",
+            AuditKind::TokenCreated => "token_created",
         }
     }
 
     pub fn from_name(name: &str) -> Option<AuditKind> {
-        [AuditKind::Decision, AuditKind::Issued, AuditKind::Revoked]
-            .into_iter()
-            .find(|k| k.as_str() == name)
+        [
+            AuditKind::Decision,
+            AuditKind::Issued,
+            AuditKind::Revoked,
+            AuditKind::TokenCreated,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
     }
 }
 
@@ -319,11 +414,15 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     pub kind: AuditKind,
     pub principal: String,
-    /// `issue`, `renew`, `revoke`, `read` or `admin` (decisions); `issued`/`revoked`.
+    /// `issue`, `renew`, `revoke`, `read` or `admin` (decisions: the action decided);
+    /// `issued`/`revoked`; `token_create`.
     pub action: String,
-    /// JSON: `{"profile", "sans"}` for a decision, `{"serial", "sans"}` otherwise.
+    /// JSON: `{"profile", "sans", "authenticated_by", "operation"?}` for a decision,
+    /// `{"serial", "sans"}` for an issuance or revocation, `{"jti", "principal",
+    /// "names", "uses", "expires_at"}` for a minted token.
     pub resource: String,
-    /// `allow`, `deny`, `issued` or `revoked`.
+    /// `allow`, `deny`, `unauthenticated` (the request's proof was refused), `issued`,
+    /// `revoked` or `created`.
     pub outcome: String,
     pub reasons: Vec<String>,
     pub policy_version: String,
@@ -376,6 +475,9 @@ pub enum BrokenReason {
     PrevHashMismatch,
     /// A sequence number is missing: a row was removed.
     MissingSeq,
+    /// The newest anchor names a row the log no longer holds, or holds with another
+    /// hash: the newest rows were removed (or removed and rewritten).
+    AnchorMismatch,
 }
 
 /// The first broken link of the chain.
@@ -398,4 +500,23 @@ pub struct AuditVerifyResponse {
     pub checked: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broken: Option<BrokenLink>,
+    /// The check against the newest `policy.audit_anchored` event in the event stream;
+    /// absent when no anchor has been published yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<AnchorCheck>,
+}
+
+/// How the log compares with its newest anchor (`policy.audit_anchored`), which lives
+/// in the event stream, outside the policy database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorCheck {
+    /// The anchored row.
+    pub seq: u64,
+    pub hash: String,
+    pub row_at: DateTime<Utc>,
+    /// The log still holds that row with that hash.
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }

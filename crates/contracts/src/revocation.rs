@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{CarriesProof, Proof};
 use crate::types::RevocationReason;
 
 /// `sigil.revocation.v1.revoke` request.
@@ -13,8 +14,39 @@ pub struct RevokeRequest {
     /// Serial number, hex (case and `:` separators are ignored).
     pub serial: String,
     pub reason: RevocationReason,
+    /// Who revokes ([`crate::auth`]): policy decides whether that principal may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub principal: Option<String>,
+    pub proof: Option<Proof>,
+}
+
+impl CarriesProof for RevokeRequest {
+    fn proof(&self) -> Option<&Proof> {
+        self.proof.as_ref()
+    }
+    fn proof_mut(&mut self) -> &mut Option<Proof> {
+        &mut self.proof
+    }
+}
+
+/// `sigil.revocation.v1.status` request: is this serial revoked? (Policy asks it before
+/// accepting a credential as proof.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// Serial number, hex (normalised like [`RevokeRequest::serial`]).
+    pub serial: String,
+}
+
+/// `sigil.revocation.v1.status` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusResponse {
+    pub serial: String,
+    pub revoked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RevocationReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 /// `sigil.revocation.v1.revoke` reply.

@@ -104,6 +104,10 @@ pub const POLICY_AUDIT_VERIFY: Operation = Operation {
     service: Service::Policy,
     name: "audit_verify",
 };
+pub const POLICY_TOKEN_CREATE: Operation = Operation {
+    service: Service::Policy,
+    name: "token_create",
+};
 pub const ISSUER_ISSUE: Operation = Operation {
     service: Service::Issuer,
     name: "issue",
@@ -136,9 +140,13 @@ pub const REVOCATION_REVOKE: Operation = Operation {
     service: Service::Revocation,
     name: "revoke",
 };
+pub const REVOCATION_STATUS: Operation = Operation {
+    service: Service::Revocation,
+    name: "status",
+};
 
 /// Every request/reply operation, for discovery docs and the AsyncAPI export.
-pub const OPERATIONS: [Operation; 16] = [
+pub const OPERATIONS: [Operation; 18] = [
     POLICY_EVALUATE,
     POLICY_APPLY,
     POLICY_LIST,
@@ -147,6 +155,7 @@ pub const OPERATIONS: [Operation; 16] = [
     POLICY_TEST,
     POLICY_AUDIT_LIST,
     POLICY_AUDIT_VERIFY,
+    POLICY_TOKEN_CREATE,
     ISSUER_ISSUE,
     ISSUER_CA_LIST,
     ISSUER_CA_INIT,
@@ -155,6 +164,7 @@ pub const OPERATIONS: [Operation; 16] = [
     INVENTORY_QUERY,
     INVENTORY_GET,
     REVOCATION_REVOKE,
+    REVOCATION_STATUS,
 ];
 
 /// Subject an event of this kind is published on: `sigil.events.v1.<kind>`.

@@ -51,6 +51,11 @@ pub enum PkiError {
     /// alternative key, or does not verify over the preTBSCertificate.
     #[error("alternative signature invalid: {0}")]
     AltSignature(String),
+    /// A signature over a message (not a certificate or CSR) does not verify, or one
+    /// that is required is missing or one that nothing checks is present: e.g. a
+    /// possession proof ([`crate::proof::verify_possession`]).
+    #[error("invalid signature: {0}")]
+    InvalidSignature(String),
 }
 
 impl PkiError {

@@ -450,6 +450,15 @@ fn extension_value<'a>(
     Ok(first.map(|e| e.extn_value.as_bytes()))
 }
 
+/// The ML-DSA key in `cert_der`'s subjectAltPublicKeyInfo: level and raw public key,
+/// `None` when it has none (also what possession proofs check a hybrid credential's
+/// alternative signature with).
+pub(crate) fn subject_alt_public_key_of(
+    cert_der: &[u8],
+) -> Result<Option<(MlDsaLevel, Vec<u8>)>, PkiError> {
+    subject_alt_public_key(&decode_certificate(cert_der)?)
+}
+
 /// The ML-DSA key in subjectAltPublicKeyInfo: level and raw public key.
 fn subject_alt_public_key(cert: &Certificate) -> Result<Option<(MlDsaLevel, Vec<u8>)>, PkiError> {
     let Some(value) = extension_value(cert, OID_ALT_PUBLIC_KEY, "subjectAltPublicKeyInfo")? else {

@@ -8,6 +8,8 @@
 //!   CSRs (a classical key plus an alternative ML-DSA key, Bouncy Castle's form);
 //! - leaves: [`issue_leaf`] lints a [`LeafRequest`], signs it, and validates what it
 //!   signed; [`certificate_facts`] reads any certificate back;
+//! - requesters: [`Credential`] signs possession proofs of requests and
+//!   [`verify_possession`] checks them against the credential's certificate;
 //! - at rest: [`Kek`] seals CA keys with AES-256-GCM.
 //!
 //! The crate reads no files, opens no sockets and never looks at the clock: callers
@@ -31,6 +33,7 @@ pub mod pem;
 pub mod pqcert;
 mod prepared;
 pub mod profile;
+pub mod proof;
 pub mod verify;
 
 pub use ca::{
@@ -58,6 +61,7 @@ pub use pqcert::{
 };
 pub use prepared::PreparedCert;
 pub use profile::{LeafOptions, RequestedExtensions};
+pub use proof::{Credential, CredentialKey, verify_possession};
 pub use verify::{SignatureCheck, SignatureKind, VerifyReport, verify_chain};
 
 #[cfg(test)]

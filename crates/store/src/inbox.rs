@@ -10,6 +10,9 @@
 //! and never commit themselves. When any handler of a batch fails, the batch is
 //! rolled back and each delivery is applied again in its own transaction, so one
 //! event's failure never loses or blocks the others.
+//!
+//! Rows are kept for [`KEEP_PROCESSED`] and then pruned by the [`batch_handler`] (at
+//! its first batch and every [`PRUNE_EVERY`] after), so the table stays bounded.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +42,29 @@ pub mod entity {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// How long a processed event's row is kept. JetStream redelivers an event only until
+/// the durable consumer's ack floor passes it: at most `ack_wait × max_deliver` after
+/// the first delivery (10 minutes with the defaults of
+/// [`sigil_bus::consumer::ConsumerSpec`]). A week is that with a wide margin, covering
+/// a consumer that is paused or a service that is down for days.
+pub const KEEP_PROCESSED: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// How often a [`batch_handler`] prunes its consumer's old rows.
+pub const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Deletes `consumer`'s rows processed before `before`; returns how many.
+pub async fn prune_processed<C: ConnectionTrait>(
+    conn: &C,
+    consumer: &str,
+    before: chrono::DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let deleted = entity::Entity::delete_many()
+        .filter(entity::Column::Consumer.eq(consumer.to_owned()))
+        .filter(entity::Column::ProcessedAt.lt(before))
+        .exec(conn)
+        .await?;
+    Ok(deleted.rows_affected)
 }
 
 /// Record that `consumer` applies `event_id`; `false` if it already did.
@@ -124,17 +150,44 @@ pub type EventFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandleError>> 
 pub type BatchFuture = Pin<Box<dyn Future<Output = Vec<Result<(), HandleError>>> + Send>>;
 
 /// The handler for [`sigil_bus::consumer::run_batched`] that applies each batch with
-/// [`apply_batch`] on `db`.
+/// [`apply_batch`] on `db`. After its first batch, and then every [`PRUNE_EVERY`], it
+/// deletes the consumer's inbox rows older than [`KEEP_PROCESSED`] (a failure is
+/// logged and retried at the next prune; it never fails a batch).
 pub fn batch_handler<A: ApplyEvent + 'static>(
     db: sea_orm::DatabaseConnection,
     consumer: &'static str,
     apply: A,
 ) -> impl Fn(Vec<Delivery>) -> BatchFuture + Send + Sync {
     let apply = std::sync::Arc::new(apply);
+    let pruned_at = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
     move |batch: Vec<Delivery>| {
-        let (db, apply) = (db.clone(), apply.clone());
-        Box::pin(async move { apply_batch(&db, consumer, apply.as_ref(), &batch).await })
+        let (db, apply, pruned_at) = (db.clone(), apply.clone(), pruned_at.clone());
+        Box::pin(async move {
+            let results = apply_batch(&db, consumer, apply.as_ref(), &batch).await;
+            if prune_due(&pruned_at) {
+                let keep =
+                    chrono::Duration::from_std(KEEP_PROCESSED).unwrap_or(chrono::Duration::days(7));
+                match prune_processed(&db, consumer, Utc::now() - keep).await {
+                    Ok(n) => tracing::debug!(consumer, rows = n, "pruned old inbox rows"),
+                    Err(e) => tracing::warn!(consumer, error = %e, "cannot prune the inbox"),
+                }
+            }
+            results
+        })
     }
+}
+
+/// True (and the mark moved to now) when no prune ran yet or the last one is
+/// [`PRUNE_EVERY`] old.
+fn prune_due(pruned_at: &std::sync::Mutex<Option<std::time::Instant>>) -> bool {
+    let Ok(mut last) = pruned_at.lock() else {
+        return false;
+    };
+    if last.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+        return false;
+    }
+    *last = Some(std::time::Instant::now());
+    true
 }
 
 /// Applies `batch` in order inside one transaction of `db` and commits once; returns

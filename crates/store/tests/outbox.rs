@@ -104,6 +104,44 @@ async fn inbox_admits_each_event_once() {
 }
 
 #[tokio::test]
+async fn inbox_pruning_deletes_only_that_consumers_old_rows() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+    let db_handle = TestDb::from_env_or_sqlite().await;
+    let db = sigil_store::open::<Migrator>(db_handle.url(), "inbox-prune-test")
+        .await
+        .unwrap();
+    for (consumer, id) in [("c", "old"), ("c", "new"), ("other", "old")] {
+        assert!(inbox::first_delivery(&db, consumer, id).await.unwrap());
+    }
+    let now = Utc::now();
+    inbox::entity::Entity::update_many()
+        .col_expr(
+            inbox::entity::Column::ProcessedAt,
+            Expr::value(now - chrono::Duration::days(8)),
+        )
+        .filter(inbox::entity::Column::EventId.eq("old"))
+        .exec(&db)
+        .await
+        .unwrap();
+    let keep = chrono::Duration::from_std(inbox::KEEP_PROCESSED).unwrap();
+    assert_eq!(
+        inbox::prune_processed(&db, "c", now - keep).await.unwrap(),
+        1
+    );
+    // The other consumer's old row and c's recent one stay; c's recent event is still
+    // refused as a redelivery.
+    assert_eq!(inbox::entity::Entity::find().count(&db).await.unwrap(), 2);
+    assert!(!inbox::first_delivery(&db, "c", "new").await.unwrap());
+    assert_eq!(
+        inbox::prune_processed(&db, "c", now - keep).await.unwrap(),
+        0
+    );
+    db_handle.cleanup().await;
+}
+
+#[tokio::test]
 async fn replicas_migrating_together_both_start() {
     let db_handle = TestDb::from_env_or_sqlite().await;
     let url = db_handle.url().to_owned();

@@ -162,6 +162,17 @@ impl CaSpec {
         })
     }
 
+    /// The key algorithm of a leaf such a CA certifies when the request names none
+    /// (what the issuer generates by default); what policy is told about a CA
+    /// operation's hierarchy.
+    pub fn leaf_key_algorithm(self) -> KeyAlgorithm {
+        match self {
+            CaSpec::Classical(_) | CaSpec::Hybrid(..) => KeyAlgorithm::default(),
+            CaSpec::Composite(alg) => alg.key_algorithm(),
+            CaSpec::Mldsa(level) => level.key_algorithm(),
+        }
+    }
+
     pub fn kind(self) -> CaKind {
         match self {
             CaSpec::Classical(_) => CaKind::Classical,
@@ -320,6 +331,15 @@ impl CaSigner {
             CaSigner::Hybrid(_) => CaKind::Hybrid,
             CaSigner::Composite(_) => CaKind::Composite,
             CaSigner::Mldsa(_) => CaKind::Mldsa,
+        }
+    }
+
+    /// [`CaSpec::leaf_key_algorithm`] of this CA.
+    pub fn leaf_key_algorithm(&self) -> KeyAlgorithm {
+        match self {
+            CaSigner::Classical(_) | CaSigner::Hybrid(_) => KeyAlgorithm::default(),
+            CaSigner::Composite(ca) => ca.alg().key_algorithm(),
+            CaSigner::Mldsa(ca) => ca.level().key_algorithm(),
         }
     }
 

@@ -1,15 +1,23 @@
 //! `sigil.issuer.v1.issue`: prepare, ask policy, sign, record.
 //!
 //! 1. **Prepare** (nothing is written): check the lifetime and the idempotency key,
-//!    parse the CSR and verify its self-signature (proof of possession), settle the
-//!    names (the request's or the CSR's; when both are given they must agree) and the
-//!    key algorithm. A retry whose idempotency key is already recorded gets the
-//!    recorded answer here and goes no further.
-//! 2. **Authorize**: ask policy over the bus; a denial comes back as `denied` with
-//!    policy's reasons, an unreachable policy as `unavailable`. Policy's constraints
-//!    (the possibly clamped lifetime) are applied; the validity starts
-//!    [`BACKDATE_SECONDS`] before now to absorb clock skew between machines, and ends
-//!    no later than the issuing CA.
+//!    parse the CSR and verify its self-signature (proof of possession of the key to
+//!    certify), settle the names (the request's or the CSR's; when both are given they
+//!    must agree) and the key algorithm. A retry whose idempotency key is already
+//!    recorded gets the recorded answer here and goes no further: the idempotency
+//!    fingerprint is the request's [`CarriesProof::digest`] (its JSON without the
+//!    proof), so a retry carrying a fresh proof, or the same single-use token a second
+//!    time, is still the same request, and gets the certificate (never the key) back.
+//! 2. **Authorize**: the issuer never decides who is asking. It passes the request's
+//!    proof ([`sigil_contracts::auth`]: a bootstrap token or a possession proof), the
+//!    operation's subject and the request's digest on to policy's `evaluate`, which
+//!    authenticates the sender, decides and names the principal; that principal is what
+//!    the issuance row and the `identity.issued` event record as `requested_by`. A
+//!    denial comes back as `denied` with policy's reasons, a refused proof as
+//!    `unauthenticated` with policy's message, an unreachable policy as `unavailable`.
+//!    Policy's constraints (the possibly clamped lifetime) are applied; the validity
+//!    starts [`BACKDATE_SECONDS`] before now to absorb clock skew between machines, and
+//!    ends no later than the issuing CA.
 //! 3. **Build and lint** with the active CA, by its kind: classical
 //!    [`sigil_pki::prepare_leaf_cert`], hybrid [`sigil_pki::prepare_hybrid_leaf`] (the
 //!    classical leaf key from the CSR or generated, plus the CSR's alternative ML-DSA
@@ -45,13 +53,16 @@ use sea_orm::{
     ColumnTrait as _, DatabaseConnection, DbErr, EntityTrait as _, QueryFilter as _,
     QuerySelect as _, Set, SqlErr,
 };
-use sigil_bus::Runtime;
+use sigil_bus::{ClientError, Runtime};
+use sigil_contracts::auth::CarriesProof;
 use sigil_contracts::event::{IdentityIssued, source_for};
 use sigil_contracts::issuer::{
     CaInitRequest, CaListRequest, CaListResponse, CaState, IssueRequest, IssueResponse,
 };
 use sigil_contracts::policy::{Action, Decision, EvaluateRequest};
-use sigil_contracts::subjects::{POLICY_EVALUATE, Service};
+use sigil_contracts::subjects::{
+    ISSUER_CA_INIT, ISSUER_ISSUE, Operation, POLICY_EVALUATE, Service,
+};
 use sigil_contracts::types::{CaKind, CertificateFacts, KeyAlgorithm, Sans};
 use sigil_contracts::{CloudEvent, ErrorCode, WireError};
 use sigil_pki::composite::TradAlg;
@@ -75,12 +86,8 @@ pub const BACKDATE_SECONDS: i64 = 60;
 const CA_RETIRED: &str = "the issuing intermediate was retired while this request was prepared";
 /// Default of [`Config::ca_recheck`](crate::Config::ca_recheck).
 pub const CA_RECHECK: Duration = Duration::from_secs(1);
-/// Principal recorded and sent to policy when the request names none.
-pub const ANONYMOUS: &str = "anonymous";
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 128;
-/// Longest principal accepted.
-const MAX_PRINCIPAL: usize = 256;
 /// Note added to a reply that repeats an earlier one.
 pub const REPLAY_NOTE: &str = "replayed: a request with this idempotency key was already issued";
 /// Note added when the repeated reply's private key cannot be returned again.
@@ -161,7 +168,6 @@ pub(crate) struct Issuer {
 
 /// A request after preparation: what will be asked of policy and signed.
 struct Prepared {
-    principal: String,
     sans: Sans,
     key_algorithm: KeyAlgorithm,
     key: KeySource,
@@ -200,7 +206,7 @@ impl Issuer {
     }
 
     async fn issue_once(&self, req: IssueRequest) -> Result<IssueResponse, WireError> {
-        let fingerprint = fingerprint(&req)?;
+        let fingerprint = fingerprint(&req);
         let mut prepared = prepare(&req)?;
         if let Some(key) = &req.idempotency_key
             && let Some(row) = self.find_by_key(key).await?
@@ -218,6 +224,8 @@ impl Issuer {
         if !decision.allowed {
             return Err(WireError::denied(decision.reasons));
         }
+        // Who asked, as policy established it from the request's proof.
+        let requested_by = decision.principal;
         let mut notes = decision.reasons;
         let ttl = decision.constraints.ttl_seconds;
         if ttl <= 0 {
@@ -263,7 +271,7 @@ impl Issuer {
             idempotency_key: Set(req.idempotency_key.clone()),
             request_sha256: Set(fingerprint.clone()),
             profile: Set(req.profile.as_str().to_owned()),
-            requested_by: Set(prepared.principal.clone()),
+            requested_by: Set(requested_by.clone()),
             key_source: Set(key_source.to_owned()),
             issuer_ca_id: Set(cas.intermediate_id.clone()),
             certificate_pem: Set(issued.cert_pem.clone()),
@@ -283,7 +291,7 @@ impl Issuer {
                 certificate_pem: issued.cert_pem.clone(),
                 issuer_ca_id: Some(cas.intermediate_id.clone()),
                 chain_pem: Vec::new(),
-                requested_by: prepared.principal.clone(),
+                requested_by: requested_by.clone(),
                 kind: cas.kind,
             },
             now,
@@ -315,7 +323,9 @@ impl Issuer {
         tracing::info!(
             serial = %facts.serial,
             profile = req.profile.as_str(),
-            requested_by = %prepared.principal,
+            %requested_by,
+            authenticated_by = decision.authenticated_by.as_str(),
+            action = decision.action.map_or("issue", Action::as_str),
             key_source,
             ca_kind = %cas.kind,
             not_after = %facts.not_after,
@@ -342,11 +352,18 @@ impl Issuer {
         Ok(CaListResponse { cas })
     }
 
-    /// `ca_init`: create a root and intermediate of the requested kind and make them
-    /// active, refused while a hierarchy is active unless `force`, which retires it.
+    /// `ca_init` (the bus endpoint): create a root and intermediate of the requested
+    /// kind and make them active, refused while a hierarchy is active unless `force`,
+    /// which retires it. Only an admin may: policy authenticates the request's proof
+    /// and decides action `admin` before anything changes. (The hierarchy a first start
+    /// creates does not come through here: see `ca::load_or_create`.)
     pub async fn ca_init(&self, req: CaInitRequest) -> Result<CaListResponse, WireError> {
         let spec =
             CaSpec::parse(req.kind, req.algorithm.as_deref()).map_err(WireError::bad_request)?;
+        // Asked before taking the lock: no lock is held across a network call.
+        let decision = self
+            .authorize_admin(ISSUER_CA_INIT, &req, spec.kind(), spec.leaf_key_algorithm())
+            .await?;
         // Holding the write lock serializes this replica's inits and issuances.
         let mut current = self.cas.write().await;
         let active = ca::active_intermediate_id(&self.db)
@@ -384,6 +401,7 @@ impl Issuer {
             kind = %set.kind,
             root = %set.root.subject(),
             retired = ?active,
+            by = %decision.principal,
             "ca_init: a new CA hierarchy is active"
         );
         let ids = [set.root_id.clone(), set.intermediate_id.clone()];
@@ -489,6 +507,9 @@ impl Issuer {
             .map_err(|e| WireError::unavailable(format!("cannot read issuances: {e}")))
     }
 
+    /// Ask policy about an `issue` request: its proof goes along unchanged, with the
+    /// operation and the request's digest a possession proof must have signed. Policy
+    /// decides an issue proven by a non-admin credential as `renew`.
     async fn ask_policy(
         &self,
         req: &IssueRequest,
@@ -498,7 +519,10 @@ impl Issuer {
         // The kind of the signing hierarchy is the kind of certificate policy judges
         // (hybrid-or-PQ rules); the key size follows from the algorithm.
         let ask = EvaluateRequest {
-            principal: prepared.principal.clone(),
+            principal: None,
+            proof: req.proof.clone(),
+            operation: Some(ISSUER_ISSUE.subject()),
+            request_digest: Some(req.digest()),
             action: Action::Issue,
             profile: req.profile,
             sans: prepared.sans.clone(),
@@ -507,17 +531,41 @@ impl Issuer {
             kind: Some(kind),
             key_bits: None,
         };
+        self.evaluate(&ask).await
+    }
+
+    /// Ask policy whether the sender of an administrative request (`ca_init`,
+    /// `ca_rotate`, served at `op`) may make it: action `admin`, no names, the request's
+    /// proof and digest. `kind` and `key_algorithm` describe the hierarchy concerned, so
+    /// a policy can reason about it like about an issuance. Returns the allowing
+    /// decision (its principal is who did it); a denial is `denied` with policy's
+    /// reasons, a refused proof `unauthenticated`.
+    pub(crate) async fn authorize_admin<R: CarriesProof>(
+        &self,
+        op: Operation,
+        req: &R,
+        kind: CaKind,
+        key_algorithm: KeyAlgorithm,
+    ) -> Result<Decision, WireError> {
+        let ask = EvaluateRequest {
+            key_algorithm,
+            kind: Some(kind),
+            ..EvaluateRequest::admin(op, req)
+        };
+        let decision = self.evaluate(&ask).await?;
+        if !decision.allowed {
+            return Err(WireError::denied(decision.reasons));
+        }
+        Ok(decision)
+    }
+
+    /// `sigil.policy.v1.evaluate`, within [`Issuer::policy_timeout`].
+    async fn evaluate(&self, ask: &EvaluateRequest) -> Result<Decision, WireError> {
         self.rt
             .bus
-            .request(POLICY_EVALUATE, &ask, self.policy_timeout)
+            .request(POLICY_EVALUATE, ask, self.policy_timeout)
             .await
-            .map_err(|e| {
-                let wire = e.into_wire();
-                WireError {
-                    message: format!("policy: {}", wire.message),
-                    ..wire
-                }
-            })
+            .map_err(policy_error)
     }
 
     /// Issuance row, `identity.issued` event and the intent's `issued` state: one
@@ -961,16 +1009,6 @@ fn prepare(req: &IssueRequest) -> Result<Prepared, WireError> {
             "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} characters without spaces or control characters"
         )));
     }
-    let principal = match &req.principal {
-        None => ANONYMOUS.to_owned(),
-        Some(p) if p.is_empty() || p.len() > MAX_PRINCIPAL || p.chars().any(char::is_control) => {
-            return Err(WireError::bad_request(format!(
-                "principal must be 1 to {MAX_PRINCIPAL} characters without control characters"
-            )));
-        }
-        Some(p) => p.clone(),
-    };
-
     let (sans, key_algorithm, key) = match &req.csr_pem {
         Some(pem) => {
             if pem.len() > sigil_pki::MAX_CSR_BYTES {
@@ -1021,7 +1059,6 @@ fn prepare(req: &IssueRequest) -> Result<Prepared, WireError> {
         ));
     }
     Ok(Prepared {
-        principal,
         sans,
         key_algorithm,
         key,
@@ -1075,13 +1112,26 @@ fn signing_error(e: PkiError) -> WireError {
     }
 }
 
-fn fingerprint(req: &IssueRequest) -> Result<String, WireError> {
-    let body = serde_json::to_vec(req)
-        .map_err(|e| WireError::internal(format!("cannot encode request: {e}")))?;
-    Ok(hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        &body,
-    )))
+/// The idempotency fingerprint: SHA-256 of the request without its proof
+/// ([`CarriesProof::digest`]). A retry carries a fresh proof (a new nonce and time), or
+/// the single-use token already spent; it is still the same request.
+fn fingerprint(req: &IssueRequest) -> String {
+    req.digest()
+}
+
+/// A failed `evaluate` call as the client should see it. A refused proof is the
+/// client's to fix and keeps policy's own words (what was wrong with it); anything else
+/// keeps its code (a timeout or absent policy is `unavailable`) and says it came from
+/// policy.
+pub(crate) fn policy_error(e: ClientError) -> WireError {
+    let wire = e.into_wire();
+    match wire.code {
+        ErrorCode::Unauthenticated => wire,
+        _ => WireError {
+            message: format!("policy: {}", wire.message),
+            ..wire
+        },
+    }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, WireError> {
@@ -1140,12 +1190,12 @@ fn replay(
 mod tests {
     use super::*;
     use sigil_contracts::ErrorCode;
-    use sigil_contracts::types::Profile;
+    use sigil_contracts::auth::Proof;
 
     fn request() -> IssueRequest {
         IssueRequest {
             idempotency_key: None,
-            profile: Profile::TlsServer,
+            profile: sigil_contracts::types::Profile::TlsServer,
             sans: Sans {
                 dns: vec!["web.example.com".into()],
                 ..Sans::default()
@@ -1153,14 +1203,13 @@ mod tests {
             ttl_seconds: 3600,
             csr_pem: None,
             key_algorithm: None,
-            principal: None,
+            proof: None,
         }
     }
 
     #[test]
     fn prepare_checks_lifetime_names_and_keys() {
         let ok = prepare(&request()).unwrap();
-        assert_eq!(ok.principal, ANONYMOUS);
         assert_eq!(ok.key_algorithm, KeyAlgorithm::EcdsaP256);
 
         let cases: Vec<(IssueRequest, &str)> = vec![
@@ -1208,13 +1257,6 @@ mod tests {
             ),
             (
                 IssueRequest {
-                    principal: Some(String::new()),
-                    ..request()
-                },
-                "principal",
-            ),
-            (
-                IssueRequest {
                     csr_pem: Some("hello".into()),
                     ..request()
                 },
@@ -1253,18 +1295,41 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_depends_on_the_request() {
-        let a = fingerprint(&request()).unwrap();
-        assert_eq!(a, fingerprint(&request()).unwrap());
+    fn fingerprint_depends_on_the_request_but_not_its_proof() {
+        let a = fingerprint(&request());
+        assert_eq!(a, fingerprint(&request()));
         assert_ne!(
             a,
             fingerprint(&IssueRequest {
                 ttl_seconds: 7200,
                 ..request()
             })
-            .unwrap()
         );
         assert_eq!(a.len(), 64);
+        // A retry with a fresh proof is the same request.
+        let token = |t: &str| IssueRequest {
+            proof: Some(Proof::Token { token: t.into() }),
+            ..request()
+        };
+        assert_eq!(fingerprint(&token("first")), a);
+        assert_eq!(fingerprint(&token("second")), a);
+    }
+
+    #[test]
+    fn policy_errors_keep_their_code_and_refused_proofs_their_message() {
+        let refused = policy_error(ClientError::Wire(WireError::unauthenticated(
+            "the token was already used",
+        )));
+        assert_eq!(refused.code, ErrorCode::Unauthenticated);
+        assert_eq!(refused.message, "the token was already used");
+        let absent = policy_error(ClientError::NoResponders {
+            subject: POLICY_EVALUATE.subject(),
+        });
+        assert_eq!(absent.code, ErrorCode::Unavailable);
+        assert!(absent.message.starts_with("policy: "), "{}", absent.message);
+        let broken = policy_error(ClientError::Wire(WireError::internal("boom")));
+        assert_eq!(broken.code, ErrorCode::Internal);
+        assert_eq!(broken.message, "policy: boom");
     }
 
     #[test]

@@ -31,12 +31,23 @@
 //! logged. Issuers racing on first start against one database end up sharing one
 //! hierarchy (see [`ca`]).
 //!
+//! **Who asks.** The issuer never establishes a principal itself. Every request may
+//! carry a proof ([`sigil_contracts::auth`]: a bootstrap token, or a possession proof
+//! made with a credential's key); the issuer passes it unchanged to policy's
+//! `evaluate`, with the endpoint's subject and the request's digest it must be bound
+//! to. Policy authenticates it, decides, and names the principal, which the issuer
+//! records (`requested_by`). A refused proof reaches the client as `unauthenticated`
+//! with policy's message; a denial as `denied` with policy's reasons. `ca_init` and
+//! `ca_rotate` are decided as action `admin` before anything changes; the hierarchy a
+//! first start creates needs no proof (it is the issuer's own set-up, not a request).
+//!
 //! **Issuing** runs prepare → authorize → sign → record (see [`issue`]): the request is
-//! checked and its CSR's proof of possession verified; policy decides over the bus
-//! and may shorten the lifetime; the CA's kind picks the signer ([`sigil_pki::issue_leaf`],
-//! [`sigil_pki::issue_hybrid_leaf`], [`sigil_pki::issue_composite_leaf`],
-//! [`sigil_pki::issue_mldsa_leaf`]), which lints, signs and validates;
-//! the issuance row and its `identity.issued` CloudEvent are committed in one
+//! checked and its CSR's proof of possession verified; policy authenticates the
+//! requester, decides over the bus and may shorten the lifetime; the CA's kind picks
+//! the signer ([`sigil_pki::issue_leaf`], [`sigil_pki::issue_hybrid_leaf`],
+//! [`sigil_pki::issue_composite_leaf`], [`sigil_pki::issue_mldsa_leaf`]), which lints,
+//! signs and validates; the issuance row and its `identity.issued` CloudEvent are
+//! committed in one
 //! transaction and the outbox relay publishes the event to JetStream. Requests with an
 //! idempotency key are answered once: a retry gets the recorded certificate (without
 //! the private key, which is never stored). Any error leaves no row and no event.

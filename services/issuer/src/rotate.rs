@@ -1,11 +1,13 @@
 //! `sigil.issuer.v1.ca_rotate` and `sigil.issuer.v1.trust_bundle`: staged rotation of
 //! the intermediate through current/next slots, and the bundle relying parties trust.
 //!
-//! `prepare` creates the next intermediate (in the bundle, not signing), `activate`
-//! swaps it in and retires the old one, `auto` does both. Each step is one database
-//! transaction that also enqueues `ca.bundle_changed` (see [`crate::ca`]); after an
-//! activation this replica's in-memory hierarchy is reloaded at once, other replicas
-//! reload on their next issuance (they compare the active intermediate's id).
+//! `ca_rotate` is for admins: policy authenticates the request's proof and decides
+//! action `admin` before any step runs. `prepare` creates the next intermediate (in
+//! the bundle, not signing), `activate` swaps it in and retires the old one, `auto`
+//! does both. Each step is one database transaction that also enqueues
+//! `ca.bundle_changed` (see [`crate::ca`]); after an activation this replica's
+//! in-memory hierarchy is reloaded at once, other replicas reload on their next
+//! issuance (they compare the active intermediate's id).
 
 use std::sync::Arc;
 
@@ -14,14 +16,26 @@ use sigil_contracts::issuer::{
     CaInfo, CaRole, CaRotateRequest, CaRotateResponse, CaState, RotateStep, TrustBundle,
     TrustBundleRequest,
 };
+use sigil_contracts::subjects::ISSUER_CA_ROTATE;
 
 use crate::Error;
 use crate::ca::{self, RotateError};
 use crate::issue::Issuer;
 
 impl Issuer {
-    /// Handle one `ca_rotate` request.
+    /// Handle one `ca_rotate` request. Only an admin may: policy authenticates the
+    /// request's proof and decides action `admin` (about the current hierarchy)
+    /// before any step runs.
     pub async fn ca_rotate(&self, req: CaRotateRequest) -> Result<CaRotateResponse, WireError> {
+        let (kind, key_algorithm) = {
+            let cas = self.cas.read().await;
+            (cas.kind, cas.intermediate.leaf_key_algorithm())
+        };
+        // Asked before taking the lock: no lock is held across a network call.
+        let decision = self
+            .authorize_admin(ISSUER_CA_ROTATE, &req, kind, key_algorithm)
+            .await?;
+        tracing::info!(step = ?req.step, by = %decision.principal, "ca_rotate authorized");
         // Holding the write lock serializes this replica's rotations and inits.
         let mut cas = self.cas.write().await;
         let mut retired = None;

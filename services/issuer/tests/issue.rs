@@ -27,9 +27,10 @@ use bytes::Bytes;
 use sea_orm::{ConnectionTrait as _, DatabaseConnection, Statement};
 use sigil_bus::ClientError;
 use sigil_bus::service::Router;
+use sigil_contracts::auth::Proof;
 use sigil_contracts::event::{CloudEvent, EventKind, IdentityIssued};
 use sigil_contracts::issuer::{CaInitRequest, CaListResponse, CaRole, IssueRequest, IssueResponse};
-use sigil_contracts::policy::{Constraints, Decision, EvaluateRequest};
+use sigil_contracts::policy::EvaluateRequest;
 use sigil_contracts::subjects::{
     EVENTS_STREAM, ISSUER_CA_INIT, ISSUER_ISSUE, POLICY_EVALUATE, Service, event_subject,
 };
@@ -69,15 +70,13 @@ fn fake_policy() -> Router {
             } else {
                 vec![]
             };
-            Ok::<_, WireError>(Decision {
+            Ok::<_, WireError>(common::decision(
+                &req,
                 allowed,
                 reasons,
-                constraints: Constraints {
-                    ttl_seconds,
-                    ttl_clamped: clamped,
-                },
-                policy_version: "fake-1".into(),
-            })
+                ttl_seconds,
+                "fake-1",
+            ))
         },
     )
 }
@@ -182,7 +181,10 @@ fn server_key_request(dns: &[&str]) -> IssueRequest {
         ttl_seconds: DAY,
         csr_pem: None,
         key_algorithm: None,
-        principal: Some("workload:web".into()),
+        // The fake policy names the principal `workload:web` after this token.
+        proof: Some(Proof::Token {
+            token: "web".into(),
+        }),
     }
 }
 
@@ -323,7 +325,7 @@ async fn server_key_issuance_verifies_and_is_announced() {
     req.key_algorithm = Some(KeyAlgorithm::Ed25519);
     req.profile = Profile::TlsClient;
     req.ttl_seconds = 60 * DAY;
-    req.principal = None;
+    req.proof = None;
     let resp = h.issue(&req).await.unwrap();
     openssl_verify(&resp, "sslclient");
     assert_eq!(resp.ttl_seconds, FAKE_MAX_TTL);
@@ -841,6 +843,7 @@ async fn ca_init_needs_force_and_then_takes_over() {
         kind: CaKind::Composite,
         algorithm: Some("MLDSA87-ECDSA-P384-SHA512".into()),
         force,
+        proof: None,
     };
     let err = h.ca_init(&composite(false)).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Conflict, "{}", err.message);
@@ -849,6 +852,7 @@ async fn ca_init_needs_force_and_then_takes_over() {
             kind: CaKind::Hybrid,
             algorithm: Some("rsa+mldsa65".into()),
             force: true,
+            proof: None,
         })
         .await
         .unwrap_err();

@@ -29,7 +29,7 @@ use sea_orm::{ConnectionTrait as _, Statement};
 use sigil_bus::ClientError;
 use sigil_bus::service::Router;
 use sigil_contracts::issuer::{IssueRequest, IssueResponse};
-use sigil_contracts::policy::{Constraints, Decision, EvaluateRequest};
+use sigil_contracts::policy::EvaluateRequest;
 use sigil_contracts::subjects::{ISSUER_ISSUE, POLICY_EVALUATE, Service};
 use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile, Sans};
 use sigil_contracts::{ErrorCode, WireError};
@@ -51,17 +51,8 @@ fn recording_policy(seen: Arc<Mutex<Vec<KeyAlgorithm>>>) -> Router {
         POLICY_EVALUATE,
         move |req: EvaluateRequest| {
             seen.lock().unwrap().push(req.key_algorithm);
-            async move {
-                Ok::<_, WireError>(Decision {
-                    allowed: true,
-                    reasons: vec![],
-                    constraints: Constraints {
-                        ttl_seconds: req.ttl_seconds,
-                        ttl_clamped: false,
-                    },
-                    policy_version: "recording-1".into(),
-                })
-            }
+            let decided = common::decision(&req, true, vec![], req.ttl_seconds, "recording-1");
+            async move { Ok::<_, WireError>(decided) }
         },
     )
 }
@@ -98,7 +89,7 @@ impl Setup {
             ttl_seconds: 3600,
             csr_pem: Some(csr_pem.to_owned()),
             key_algorithm,
-            principal: Some("workload:pq".into()),
+            proof: None,
         };
         self.h
             .bus
@@ -294,7 +285,7 @@ async fn a_composite_ca_certifies_a_composite_csr() {
         ttl_seconds: 3600,
         csr_pem: None,
         key_algorithm: Some(KeyAlgorithm::MlDsa87EcdsaP384Sha512),
-        principal: None,
+        proof: None,
     };
     let generated: IssueResponse = s.h.bus.request(ISSUER_ISSUE, &req, TIMEOUT).await.unwrap();
     let pem = generated.private_key_pem.clone().unwrap();

@@ -112,7 +112,7 @@ fn request(profile: Profile, sans: Sans) -> IssueRequest {
         ttl_seconds: 3600,
         csr_pem: None,
         key_algorithm: None,
-        principal: None,
+        proof: None,
     }
 }
 

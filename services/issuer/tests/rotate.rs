@@ -55,14 +55,18 @@ impl Harness {
             ttl_seconds,
             csr_pem: None,
             key_algorithm: Some(KeyAlgorithm::EcdsaP256),
-            principal: Some("workload:rotate".into()),
+            proof: None,
         };
         self.bus.request(ISSUER_ISSUE, &req, TIMEOUT).await.unwrap()
     }
 
     async fn rotate(&self, step: RotateStep) -> Result<CaRotateResponse, WireError> {
         self.bus
-            .request::<_, CaRotateResponse>(ISSUER_CA_ROTATE, &CaRotateRequest { step }, TIMEOUT)
+            .request::<_, CaRotateResponse>(
+                ISSUER_CA_ROTATE,
+                &CaRotateRequest { step, proof: None },
+                TIMEOUT,
+            )
             .await
             .map_err(ClientError::into_wire)
     }
@@ -395,6 +399,15 @@ async fn a_request_prepared_with_an_intermediate_another_replica_retired_is_prep
         .await
         .unwrap();
     let stop_b = CancellationToken::new();
+    // B's rotations are admin decisions: B's NATS server needs a policy of its own.
+    tokio::spawn({
+        let (bus_b, stop_b) = (bus_b.clone(), stop_b.clone());
+        async move {
+            allow_all("test")
+                .serve(&bus_b, Metrics::new(), stop_b)
+                .await
+        }
+    });
     let replica_b = tokio::spawn(sigil_issuer::run(
         h.base_config("Sigil Rotate"),
         Runtime::new(bus_b.clone(), Metrics::new(), Health::new()),
@@ -406,7 +419,7 @@ async fn a_request_prepared_with_an_intermediate_another_replica_retired_is_prep
             bus_b
                 .request::<_, CaRotateResponse>(
                     ISSUER_CA_ROTATE,
-                    &CaRotateRequest { step },
+                    &CaRotateRequest { step, proof: None },
                     TIMEOUT,
                 )
                 .await

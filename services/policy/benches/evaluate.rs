@@ -9,7 +9,9 @@
 //! - then the same request over the bus: a real nats-server (`SIGIL_NATS_SERVER` or
 //!   `scripts/ensure-nats.sh`'s), one policy service in process on SQLite with the
 //!   1,000-policy set applied, 5,000 sequential `sigil.policy.v1.evaluate` calls,
-//!   p50/p99/max. Skipped when `SIGIL_BENCH_BUS=0`.
+//!   p50/p99/max. Each call is authenticated by a bootstrap token (minted from the
+//!   service's database with 10,000 uses), so it includes verifying the JWT and counting
+//!   the use in JetStream KV. Skipped when `SIGIL_BENCH_BUS=0`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -17,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group};
+use sigil_contracts::auth::AuthMethod;
 use sigil_contracts::policy::{Action, EvaluateRequest};
 use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile, Sans};
-use sigil_policy::{Compiled, templates};
+use sigil_policy::{Compiled, Grant, Requester, templates};
 
 const POLICIES: usize = 1000;
 
@@ -67,7 +70,10 @@ fn unscoped_set() -> String {
 
 fn request(names: &[&str]) -> EvaluateRequest {
     EvaluateRequest {
-        principal: "workload:web".into(),
+        principal: None,
+        proof: None,
+        operation: None,
+        request_digest: None,
         action: Action::Issue,
         profile: Profile::TlsServer,
         sans: Sans {
@@ -78,6 +84,19 @@ fn request(names: &[&str]) -> EvaluateRequest {
         key_algorithm: KeyAlgorithm::EcdsaP256,
         kind: Some(CaKind::Hybrid),
         key_bits: None,
+    }
+}
+
+/// The requester of the in-process decisions.
+fn web() -> Requester {
+    Requester {
+        principal: "workload:web".into(),
+        method: AuthMethod::Token,
+        grant: Grant::Token {
+            jti: "bench".into(),
+            names: vec!["*".into()],
+            uses: 1,
+        },
     }
 }
 
@@ -98,25 +117,26 @@ fn in_process(c: &mut Criterion) {
     let engine = Compiled::new("bench", &text, Some(&entities)).unwrap();
     assert_eq!(engine.policy_count(), POLICIES);
     let now = Utc::now();
+    let who = web();
     let one = request(&["api.team500.example.com"]);
     let three = request(&[
         "api.team500.example.com",
         "www.team500.example.com",
         "team500.example.com",
     ]);
-    assert!(engine.decide(&one, now).unwrap().allowed);
-    assert!(engine.decide(&three, now).unwrap().allowed);
+    assert!(engine.decide(&one, &who, now).unwrap().allowed);
+    assert!(engine.decide(&three, &who, now).unwrap().allowed);
     let denied = request(&["evil.com"]);
-    assert!(!engine.decide(&denied, now).unwrap().allowed);
+    assert!(!engine.decide(&denied, &who, now).unwrap().allowed);
     let mut group = c.benchmark_group("policy_1000");
     group.bench_function("decide_1_name", |b| {
-        b.iter(|| engine.decide(black_box(&one), now).unwrap())
+        b.iter(|| engine.decide(black_box(&one), &who, now).unwrap())
     });
     group.bench_function("decide_3_names", |b| {
-        b.iter(|| engine.decide(black_box(&three), now).unwrap())
+        b.iter(|| engine.decide(black_box(&three), &who, now).unwrap())
     });
     group.bench_function("decide_denied", |b| {
-        b.iter(|| engine.decide(black_box(&denied), now).unwrap())
+        b.iter(|| engine.decide(black_box(&denied), &who, now).unwrap())
     });
     group.bench_function("compile", |b| {
         b.iter(|| Compiled::new("bench", black_box(&text), Some(&entities)).unwrap())
@@ -126,7 +146,7 @@ fn in_process(c: &mut Criterion) {
     let mut samples = Vec::with_capacity(20_000);
     for _ in 0..20_000 {
         let t = Instant::now();
-        black_box(engine.decide(black_box(&one), now).unwrap());
+        black_box(engine.decide(black_box(&one), &who, now).unwrap());
         samples.push(t.elapsed());
     }
     percentiles(
@@ -139,14 +159,14 @@ fn in_process(c: &mut Criterion) {
     let engine = Compiled::new("bench", &unscoped_set(), None).unwrap();
     assert_eq!(engine.policy_count(), POLICIES);
     let req = request(&["api.team500.example.com"]);
-    assert!(engine.decide(&req, now).unwrap().allowed);
+    assert!(engine.decide(&req, &who, now).unwrap().allowed);
     c.bench_function("policy_1000_unscoped/decide_1_name", |b| {
-        b.iter(|| engine.decide(black_box(&req), now).unwrap())
+        b.iter(|| engine.decide(black_box(&req), &who, now).unwrap())
     });
     let mut samples = Vec::with_capacity(20_000);
     for _ in 0..20_000 {
         let t = Instant::now();
-        black_box(engine.decide(black_box(&req), now).unwrap());
+        black_box(engine.decide(black_box(&req), &who, now).unwrap());
         samples.push(t.elapsed());
     }
     percentiles(
@@ -158,7 +178,7 @@ fn in_process(c: &mut Criterion) {
     let web = request(&["web.example.com"]);
     for _ in 0..20_000 {
         let t = Instant::now();
-        black_box(default.decide(black_box(&web), now).unwrap());
+        black_box(default.decide(black_box(&web), &who, now).unwrap());
         samples.push(t.elapsed());
     }
     percentiles(
@@ -185,6 +205,26 @@ fn over_the_bus() {
         let health = Health::new();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let config = sigil_policy::Config::in_data_dir(dir.path());
+        let token = |principal: &'static str, uses: u32| {
+            let config = config.clone();
+            async move {
+                let minted = sigil_policy::mint_local_token(
+                    &config,
+                    principal,
+                    &["*".to_owned()],
+                    3600,
+                    uses,
+                    Utc::now(),
+                )
+                .await
+                .unwrap();
+                sigil_contracts::auth::Proof::Token {
+                    token: minted.token,
+                }
+            }
+        };
+        let admin = token("admin:bench", 1).await;
+        let workload = token("workload:web", 10_000).await;
         let task = tokio::spawn(sigil_policy::run(
             config,
             Runtime::new(service_bus, Metrics::new(), health.clone()),
@@ -210,7 +250,7 @@ fn over_the_bus() {
                     policies: applied.to_owned(),
                     entities: Some(entities.to_owned()),
                     comment: None,
-                    applied_by: None,
+                    proof: Some(admin),
                 },
                 Duration::from_secs(10),
             )
@@ -219,7 +259,10 @@ fn over_the_bus() {
         assert_eq!(v.policy_count as usize, count);
         // The 1,000-policy set is ~250 KiB, over the 64 KiB request cap: the largest
         // prefix that fits was applied; the count is reported with the numbers.
-        let req = request(&["api.team5.example.com"]);
+        let req = EvaluateRequest {
+            proof: Some(workload),
+            ..request(&["api.team5.example.com"])
+        };
         let d: Decision = bus.request(POLICY_EVALUATE, &req, Duration::from_secs(5)).await.unwrap();
         assert!(d.allowed, "{d:?}");
         let mut samples = Vec::with_capacity(5_000);
@@ -233,7 +276,9 @@ fn over_the_bus() {
             black_box(d);
         }
         percentiles(
-            &format!("over the bus (request/reply, sequential), {count} policies, 1 name"),
+            &format!(
+                "over the bus (request/reply, sequential, token-authenticated), {count} policies, 1 name"
+            ),
             samples,
         );
         shutdown.cancel();

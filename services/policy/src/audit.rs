@@ -25,10 +25,10 @@ use sea_orm::{
 };
 use sea_orm_migration::prelude::*;
 use sigil_contracts::CloudEvent;
-use sigil_contracts::event::{PolicyDenied, source_for};
+use sigil_contracts::event::{AuditAnchored, PolicyDenied, source_for};
 use sigil_contracts::policy::{
-    AuditEntry, AuditKind, AuditListRequest, AuditListResponse, AuditVerifyResponse, BrokenLink,
-    BrokenReason,
+    AnchorCheck, AuditEntry, AuditKind, AuditListRequest, AuditListResponse, AuditVerifyResponse,
+    BrokenLink, BrokenReason,
 };
 use sigil_contracts::subjects::Service;
 use sigil_store::group::{self, GroupCommit};
@@ -339,8 +339,115 @@ pub async fn list(
     })
 }
 
+/// Walk the chain in `seq` order, a page at a time, and report the first broken link;
+/// then hold the log against `anchor`, the newest [`AuditAnchored`] from the event
+/// stream: the row it names must still be there with the anchored hash. Removing the
+/// newest rows keeps the chain intact, so only the anchor reveals it.
+pub async fn verify(
+    db: &DatabaseConnection,
+    anchor: Option<&AuditAnchored>,
+) -> Result<AuditVerifyResponse, DbErr> {
+    let mut reply = verify_chain(db).await?;
+    if let Some(anchor) = anchor {
+        let check = check_anchor(db, anchor).await?;
+        if !check.ok && reply.broken.is_none() {
+            reply.ok = false;
+            reply.broken = Some(BrokenLink {
+                seq: anchor.seq,
+                reason: BrokenReason::AnchorMismatch,
+                detail: check.detail.clone().unwrap_or_default(),
+            });
+        }
+        reply.anchor = Some(check);
+    }
+    Ok(reply)
+}
+
+/// The newest row, if any.
+pub async fn tail(db: &DatabaseConnection) -> Result<Option<entity::Model>, DbErr> {
+    entity::Entity::find()
+        .order_by_desc(entity::Column::Seq)
+        .one(db)
+        .await
+}
+
+async fn check_anchor(
+    db: &DatabaseConnection,
+    anchor: &AuditAnchored,
+) -> Result<AnchorCheck, DbErr> {
+    let seq = <i64 as TryFrom<u64>>::try_from(anchor.seq).unwrap_or(i64::MAX);
+    let row = entity::Entity::find_by_id(seq).one(db).await?;
+    let detail = match row {
+        Some(row) if row.hash == anchor.hash => None,
+        Some(_) => Some(format!(
+            "the row at seq {} is not the one anchored at {} (its hash differs): the rows \
+             from there on were removed and written again",
+            anchor.seq,
+            anchor.row_at.to_rfc3339()
+        )),
+        None => {
+            let last = tail(db).await?.map_or(0, |t| t.seq);
+            Some(format!(
+                "the anchor names seq {} (appended {}) but the log ends at seq {last}: the \
+                 newest rows were removed",
+                anchor.seq,
+                anchor.row_at.to_rfc3339()
+            ))
+        }
+    };
+    Ok(AnchorCheck {
+        seq: anchor.seq,
+        hash: anchor.hash.clone(),
+        row_at: anchor.row_at,
+        ok: detail.is_none(),
+        detail,
+    })
+}
+
+/// What [`anchor_tail`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnchorOutcome {
+    /// No row newer than the previous anchor.
+    Nothing,
+    /// An anchor of the newest row is in the outbox.
+    Anchored(AuditAnchored),
+    /// The log no longer holds the previous anchor's row with its hash; nothing was
+    /// anchored (anchoring now would bless the removal).
+    Mismatch(String),
+}
+
+/// Put an [`AuditAnchored`] event for the newest row in the outbox, when that row is
+/// newer than `previous` (the newest anchor known) and the log still holds
+/// `previous`'s row with its hash.
+pub async fn anchor_tail(
+    db: &DatabaseConnection,
+    previous: Option<&AuditAnchored>,
+) -> Result<AnchorOutcome, DbErr> {
+    if let Some(prev) = previous {
+        let check = check_anchor(db, prev).await?;
+        if !check.ok {
+            return Ok(AnchorOutcome::Mismatch(check.detail.unwrap_or_default()));
+        }
+    }
+    let Some(row) = tail(db).await? else {
+        return Ok(AnchorOutcome::Nothing);
+    };
+    let seq = <u64 as TryFrom<_>>::try_from(row.seq).unwrap_or(0);
+    if previous.is_some_and(|p| p.seq >= seq) {
+        return Ok(AnchorOutcome::Nothing);
+    }
+    let anchor = AuditAnchored {
+        seq,
+        hash: row.hash.clone(),
+        row_at: row.at,
+    };
+    let event = CloudEvent::new(&source_for(Service::Policy), anchor.clone(), row.at, None);
+    outbox::enqueue(db, &event).await?;
+    Ok(AnchorOutcome::Anchored(anchor))
+}
+
 /// Walk the chain in `seq` order, a page at a time, and report the first broken link.
-pub async fn verify(db: &DatabaseConnection) -> Result<AuditVerifyResponse, DbErr> {
+async fn verify_chain(db: &DatabaseConnection) -> Result<AuditVerifyResponse, DbErr> {
     let mut expected: i64 = 1;
     let mut prev = GENESIS.to_owned();
     let mut checked: u64 = 0;
@@ -356,6 +463,7 @@ pub async fn verify(db: &DatabaseConnection) -> Result<AuditVerifyResponse, DbEr
                 ok: true,
                 checked,
                 broken: None,
+                anchor: None,
             });
         }
         for row in &page {
@@ -389,6 +497,7 @@ pub async fn verify(db: &DatabaseConnection) -> Result<AuditVerifyResponse, DbEr
                     ok: false,
                     checked,
                     broken: Some(broken),
+                    anchor: None,
                 });
             }
             prev = row.hash.clone();

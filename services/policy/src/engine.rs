@@ -2,7 +2,10 @@
 //! pure function that decides a request under it.
 //!
 //! How a request becomes Cedar authorizations:
-//! - the principal string `type:id` becomes `Sigil::<Type>::"<id>"` ([`principal_uid`]);
+//! - the principal is the one authentication established ([`Requester`]), never a name
+//!   the request chose; its `type:id` becomes `Sigil::<Type>::"<id>"` ([`principal_uid`]);
+//! - the action is the request's, except that an `issue` proven by a non-admin credential
+//!   is decided as `renew` ([`effective_action`]): such a credential can only renew itself;
 //! - every subject name (DNS, IP, URI) is authorized on its own, as a `Sigil::Identity`
 //!   resource whose attributes describe that one name (plus the whole request's name
 //!   sets), and all must be allowed: Cedar has no "every element of a set matches this
@@ -10,7 +13,16 @@
 //!   allowances mean "all names". A request without names is one authorization with
 //!   `san_type == "none"`;
 //! - the context carries the key algorithm, family and size, the lifetime, the
-//!   certificate kind and `now` (a Cedar `datetime`, from the injected clock).
+//!   certificate kind, how the requester was authenticated (`authenticated_by`: `none`,
+//!   `token` or `credential`) and `now` (a Cedar `datetime`, from the injected clock).
+//!
+//! Two checks come from the proof rather than from policy, so no policy set can lift
+//! them, and run before Cedar (reported like a deciding policy, with a `sigil:` id):
+//! - [`TOKEN_NAMES`]: a request authenticated by a bootstrap token may ask only names
+//!   matching the token's patterns ([`sigil_contracts::auth::name_matches`]);
+//! - [`RENEWAL_NAMES`]: a renewal by a non-admin credential must ask for exactly the
+//!   credential's names (as a set), so a credential cannot turn itself into another
+//!   identity.
 //!
 //! Forbid policies annotated `@clamp_ttl_seconds("N")` clamp instead of denying: when
 //! the only policies denying are such forbids, the request is decided again with the
@@ -33,10 +45,13 @@ use cedar_policy::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use miette::Diagnostic;
 use serde::Serialize;
+use sigil_contracts::auth::name_matches;
 use sigil_contracts::policy::{
-    Action, Constraints, Decision, EvaluateRequest, Explanation, NameEvaluation, PolicyHit,
+    Action, Constraints, Decision, Effect, EvaluateRequest, Explanation, NameEvaluation, PolicyHit,
 };
 use sigil_contracts::types::{CaKind, KeyAlgorithm};
+
+use crate::authn::{Grant, Requester};
 
 /// Sigil's Cedar schema (namespace `Sigil`), shipped in `schema/sigil.cedarschema`.
 pub const SCHEMA_TEXT: &str = include_str!("../schema/sigil.cedarschema");
@@ -53,6 +68,12 @@ const ID_ANNOTATION: &str = "id";
 const REASON_ANNOTATION: &str = "reason";
 /// Annotation turning a forbid into a lifetime clamp.
 const CLAMP_ANNOTATION: &str = "clamp_ttl_seconds";
+/// Id of the built-in check that a token's request asks only names its patterns match.
+pub const TOKEN_NAMES: &str = "sigil:token-names";
+/// Id of the built-in check that a credential renews only itself (the same names).
+pub const RENEWAL_NAMES: &str = "sigil:renewal-names";
+/// The reason of [`RENEWAL_NAMES`].
+const RENEWAL_REASON: &str = "renewal must keep the credential's names";
 
 static SCHEMA: LazyLock<Result<Schema, String>> = LazyLock::new(|| {
     Schema::from_cedarschema_str(SCHEMA_TEXT)
@@ -169,9 +190,9 @@ const PRINCIPAL_TYPES: [(&str, &str); 5] = [
 
 /// The Cedar entity of a principal string.
 ///
-/// `type:id` with a known type maps to `Sigil::<Type>::"id"`; `anonymous` (what the
-/// issuer sends when a request names nobody) and a name without a colon (a legacy,
-/// unauthenticated name such as `e2e`) map to `Sigil::Anonymous::"<name>"`.
+/// `type:id` with a known type maps to `Sigil::<Type>::"id"`; `anonymous` (a request
+/// without proof) and a name without a colon (a legacy name such as `e2e` that older
+/// credentials were issued to) map to `Sigil::Anonymous::"<name>"`.
 pub fn principal_uid(principal: &str) -> Result<EntityUid, RequestError> {
     let (kind, id) = match principal.split_once(':') {
         Some((kind, id)) => (kind, id),
@@ -299,28 +320,34 @@ impl Compiled {
         self.meta.len()
     }
 
-    /// Decide `req` at time `now`.
+    /// Decide `req`, sent by `requester`, at time `now`. `req.principal` is ignored:
+    /// the requester is who authentication (or a dry run) established.
     pub fn decide(
         &self,
         req: &EvaluateRequest,
+        requester: &Requester,
         now: DateTime<Utc>,
     ) -> Result<Decision, RequestError> {
-        self.explain(req, now).map(|e| e.decision)
+        self.explain(req, requester, now).map(|e| e.decision)
     }
 
-    /// Decide `req` at time `now`, saying which policies decided each name.
+    /// Decide `req`, sent by `requester`, at time `now`, saying which policies decided
+    /// each name.
     pub fn explain(
         &self,
         req: &EvaluateRequest,
+        requester: &Requester,
         now: DateTime<Utc>,
     ) -> Result<Explanation, RequestError> {
-        let principal_uid = principal_uid(&req.principal)?;
+        let principal = requester.principal.as_str();
+        let principal_uid = principal_uid(principal)?;
+        let decided = effective_action(req.action, &requester.grant);
         let action = self
             .actions
-            .get(&req.action)
+            .get(&decided)
             .cloned()
-            .ok_or_else(|| RequestError::Internal(format!("no action {:?}", req.action)))?;
-        let lifetime_matters = matches!(req.action, Action::Issue | Action::Renew);
+            .ok_or_else(|| RequestError::Internal(format!("no action {decided:?}")))?;
+        let lifetime_matters = matches!(decided, Action::Issue | Action::Renew);
 
         let mut refusals = Vec::new();
         if lifetime_matters && req.ttl_seconds <= 0 {
@@ -331,6 +358,8 @@ impl Compiled {
         }
         let (names, bad_names) = subject_names(req);
         refusals.extend(bad_names);
+        let builtin = builtin_checks(decided, &requester.grant, &names);
+        refusals.extend(builtin.reasons.iter().cloned());
 
         // The store of this request: the principal, with every group it is in
         // (transitively, precomputed) as its parents, and one resource per name (a name
@@ -360,7 +389,7 @@ impl Compiled {
         let mut rounds = 0;
         loop {
             rounds += 1;
-            let context = context(req, ttl, now)?;
+            let context = context(req, requester, ttl, now)?;
             outcomes = Vec::with_capacity(resources.len());
             for (name, resource) in names.iter().zip(&resources) {
                 outcomes.push(self.authorize(
@@ -405,12 +434,30 @@ impl Compiled {
             }
         }
 
+        // A name the proof does not cover is denied whatever Cedar said of it.
+        for o in &mut outcomes {
+            let hits: Vec<&PolicyHit> = builtin
+                .hits
+                .iter()
+                .filter(|(name, _)| name.as_ref().is_none_or(|n| *n == o.name))
+                .map(|(_, hit)| hit)
+                .collect();
+            if hits.is_empty() {
+                continue;
+            }
+            if o.allowed {
+                // The permits that allowed it no longer decide: the check does.
+                o.determining.clear();
+                o.allowed = false;
+            }
+            o.determining.splice(0..0, hits.into_iter().cloned());
+        }
         let allowed = refusals.is_empty() && outcomes.iter().all(|o| o.allowed);
         let reasons = if allowed {
             clamps
         } else {
             let mut reasons = refusals;
-            reasons.extend(denial_reasons(req, &outcomes));
+            reasons.extend(denial_reasons(decided, principal, &outcomes));
             reasons
         };
         let decision = Decision {
@@ -421,6 +468,9 @@ impl Compiled {
                 ttl_clamped: ttl < req.ttl_seconds,
             },
             policy_version: self.version.clone(),
+            principal: principal.to_owned(),
+            authenticated_by: requester.method,
+            action: Some(decided),
         };
         Ok(Explanation {
             decision,
@@ -665,22 +715,122 @@ impl Slices {
     }
 }
 
+/// The action a request is decided as: an `issue` proven by a non-admin credential is
+/// that credential renewing itself (`renew`); anything else is decided as asked.
+pub fn effective_action(asked: Action, grant: &Grant) -> Action {
+    match (asked, grant) {
+        (Action::Issue, Grant::Credential { admin: false, .. }) => Action::Renew,
+        (other, _) => other,
+    }
+}
+
+/// What the proof-derived checks found: the reasons to deny, and the hits to show in
+/// the explanation (against one name, or `None` for every name).
+#[derive(Debug, Default)]
+struct Builtin {
+    reasons: Vec<String>,
+    hits: Vec<(Option<Name>, PolicyHit)>,
+}
+
+/// The checks that come from the proof itself ([`TOKEN_NAMES`], [`RENEWAL_NAMES`]),
+/// before any policy. `names` are the request's well-formed, normalized names.
+fn builtin_checks(decided: Action, grant: &Grant, names: &[Name]) -> Builtin {
+    let mut out = Builtin::default();
+    let hit = |id: &str, reason: String| PolicyHit {
+        id: id.to_owned(),
+        effect: Effect::Forbid,
+        reason: Some(reason),
+        clamp_ttl_seconds: None,
+    };
+    match grant {
+        Grant::Token {
+            names: patterns, ..
+        } => {
+            let allowed = patterns.join(", ");
+            for name in names {
+                let Some(text) = name.plain() else { continue };
+                if !patterns.iter().any(|p| name_matches(p, &text)) {
+                    let reason = format!(
+                        "the token allows only {allowed}; {} is outside them",
+                        name.human()
+                    );
+                    out.reasons.push(format!("{TOKEN_NAMES}: {reason}"));
+                    out.hits
+                        .push((Some(name.clone()), hit(TOKEN_NAMES, reason)));
+                }
+            }
+        }
+        Grant::Credential {
+            names: own,
+            admin: false,
+            ..
+        } if decided == Action::Renew => {
+            let asked: HashSet<String> = names.iter().filter_map(Name::plain).collect();
+            let own: HashSet<String> = own.iter().map(|n| normalize_name(n)).collect();
+            if asked != own {
+                let mut extra: Vec<&String> = asked.difference(&own).collect();
+                let mut missing: Vec<&String> = own.difference(&asked).collect();
+                extra.sort();
+                missing.sort();
+                let mut detail = Vec::new();
+                if !extra.is_empty() {
+                    detail.push(format!("not in the credential: {}", join_names(&extra)));
+                }
+                if !missing.is_empty() {
+                    detail.push(format!("missing: {}", join_names(&missing)));
+                }
+                out.reasons.push(format!(
+                    "{RENEWAL_NAMES}: {RENEWAL_REASON} ({})",
+                    detail.join("; ")
+                ));
+                out.hits
+                    .push((None, hit(RENEWAL_NAMES, RENEWAL_REASON.to_owned())));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn join_names(names: &[&String]) -> String {
+    names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A credential's SAN as the request's names are normalized: an IP address in its
+/// canonical text, a URI as written, a DNS name lower-case without a trailing dot.
+fn normalize_name(name: &str) -> String {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return ip.to_canonical().to_string();
+    }
+    if name.contains(':') {
+        return name.to_owned();
+    }
+    normalize_dns(name)
+}
+
 /// Reasons of a denial: every deciding forbid once (naming the names it denied unless
 /// it denied them all), and every name no policy permits.
-fn denial_reasons(req: &EvaluateRequest, outcomes: &[Outcome]) -> Vec<String> {
+fn denial_reasons(action: Action, principal: &str, outcomes: &[Outcome]) -> Vec<String> {
     let mut reasons = Vec::new();
     let mut forbids: BTreeMap<String, (usize, Vec<String>)> = BTreeMap::new();
     let mut order = Vec::new();
     for o in outcomes.iter().filter(|o| !o.allowed) {
         if o.unpermitted {
             reasons.push(format!(
-                "no policy permits {} of {} for {}",
-                req.action.as_str(),
+                "no policy permits {} of {} for {principal}",
+                action.as_str(),
                 o.name.human(),
-                req.principal
             ));
         }
         for hit in &o.determining {
+            // Built-in checks are already among the reasons (before any policy's).
+            if hit.id.starts_with("sigil:") {
+                continue;
+            }
             let key = describe(hit);
             let entry = forbids.entry(key.clone()).or_insert_with(|| {
                 order.push(key);
@@ -738,6 +888,17 @@ impl Name {
             Name::Ip(ip) => format!("ip:{ip}"),
             Name::Uri(u) => format!("uri:{u}"),
             Name::None => "-".to_owned(),
+        }
+    }
+
+    /// The name alone, as a token pattern or a credential's SAN is written; `None` for
+    /// a request without names.
+    fn plain(&self) -> Option<String> {
+        match self {
+            Name::Dns(d) => Some(d.clone()),
+            Name::Ip(ip) => Some(ip.to_string()),
+            Name::Uri(u) => Some(u.clone()),
+            Name::None => None,
         }
     }
 
@@ -827,8 +988,13 @@ fn spiffe_parts(uri: &str) -> Option<(&str, &str)> {
     (domain_ok && path_ok).then_some((domain, path))
 }
 
-/// The Cedar context of a request decided with lifetime `ttl` at `now`.
-fn context(req: &EvaluateRequest, ttl: i64, now: DateTime<Utc>) -> Result<Context, RequestError> {
+/// The Cedar context of a request by `requester` decided with lifetime `ttl` at `now`.
+fn context(
+    req: &EvaluateRequest,
+    requester: &Requester,
+    ttl: i64,
+    now: DateTime<Utc>,
+) -> Result<Context, RequestError> {
     let (family, bits) = key_facts(req.key_algorithm);
     let bits = req.key_bits.map_or(bits, i64::from);
     let kind = req.kind.unwrap_or(CaKind::Classical);
@@ -857,6 +1023,10 @@ fn context(req: &EvaluateRequest, ttl: i64, now: DateTime<Utc>) -> Result<Contex
         (
             "now".to_owned(),
             RestrictedExpression::new_datetime(now.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        ),
+        (
+            "authenticated_by".to_owned(),
+            RestrictedExpression::new_string(requester.method.as_str().to_owned()),
         ),
     ])
     .map_err(|e| RequestError::Internal(e.to_string()))

@@ -1,4 +1,6 @@
-//! Versioned policy storage: table `policy_versions` (plus the shared outbox).
+//! Versioned policy storage: table `policy_versions` (plus the shared outbox), and the
+//! [`Migrator`] of every table of the policy database (audit log, inbox, the
+//! authentication tables `credentials` and `token_keys`).
 //!
 //! History only grows: `apply` and `rollback` both append a version, and the highest
 //! version is the active one, so "which version is active" is one indexed `MAX` that
@@ -65,6 +67,7 @@ impl MigratorTrait for Migrator {
             Box::new(CreateVersions),
             Box::new(crate::audit::CreateAudit),
             Box::new(sigil_store::inbox::Migration),
+            Box::new(crate::authn::CreateCredentials),
         ]
     }
 }

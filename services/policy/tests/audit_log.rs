@@ -39,9 +39,13 @@ use common::Replica;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const WAIT: Duration = Duration::from_secs(20);
 
-fn request(principal: &str, dns: &str) -> EvaluateRequest {
+/// An anonymous issue request (the replicas here allow them).
+fn request(dns: &str) -> EvaluateRequest {
     EvaluateRequest {
-        principal: principal.into(),
+        principal: None,
+        proof: None,
+        operation: None,
+        request_digest: None,
         action: Action::Issue,
         profile: Profile::TlsServer,
         sans: Sans {
@@ -135,20 +139,12 @@ async fn decisions_and_identity_events_form_one_verifiable_chain() {
     let replica = Replica::start(&nats, &db, None).await;
 
     let allowed: Decision = bus
-        .request(
-            POLICY_EVALUATE,
-            &request("workload:web", "web.internal"),
-            TIMEOUT,
-        )
+        .request(POLICY_EVALUATE, &request("web.internal"), TIMEOUT)
         .await
         .unwrap();
     assert!(allowed.allowed);
     let denied: Decision = bus
-        .request(
-            POLICY_EVALUATE,
-            &request("workload:web", "www.evil.test"),
-            TIMEOUT,
-        )
+        .request(POLICY_EVALUATE, &request("www.evil.test"), TIMEOUT)
         .await
         .unwrap();
     assert!(!denied.allowed);
@@ -264,7 +260,7 @@ async fn concurrent_decisions_on_two_replicas_keep_one_chain_and_tampering_is_fo
                 format!("w{i}.internal")
             };
             let d: Decision = bus
-                .request(POLICY_EVALUATE, &request("workload:web", &dns), TIMEOUT)
+                .request(POLICY_EVALUATE, &request(&dns), TIMEOUT)
                 .await
                 .unwrap();
             d
@@ -320,6 +316,92 @@ async fn concurrent_decisions_on_two_replicas_keep_one_chain_and_tampering_is_fo
     db.cleanup().await;
 }
 
+/// The newest row is anchored in the event stream (`policy.audit_anchored`); removing
+/// the newest rows keeps the chain intact but breaks the anchor, and `audit_verify`
+/// says so.
+#[tokio::test]
+async fn removing_the_newest_rows_is_caught_by_the_anchor_in_the_stream() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    let bus = Bus::connect(&nats.url(), "audit-anchor-test")
+        .await
+        .unwrap();
+    let config = sigil_policy::Config {
+        allow_anonymous: true,
+        anchor_interval: Duration::from_millis(100),
+        ..common::config(&db)
+    };
+    let replica = Replica::start_with(&nats, config, None).await;
+
+    // No rows, no anchor.
+    let v = verify(&bus).await;
+    assert!(v.ok && v.anchor.is_none(), "{v:?}");
+    for i in 0..5 {
+        let _: Decision = bus
+            .request(
+                POLICY_EVALUATE,
+                &request(&format!("a{i}.internal")),
+                TIMEOUT,
+            )
+            .await
+            .unwrap();
+    }
+    // The anchor of row 5 reaches the stream.
+    let anchored = eventually_ok(WAIT, "the anchor of row 5", || async {
+        let v = verify(&bus).await;
+        match &v.anchor {
+            Some(a) if a.seq == 5 && a.ok => Ok(v),
+            other => Err(format!("anchor not at seq 5 yet: {other:?}")),
+        }
+    })
+    .await;
+    assert!(anchored.ok);
+    replica.stop().await;
+
+    // Someone with database access removes the two newest rows: the chain of rows 1-3
+    // is intact, but the anchor names seq 5.
+    let conn = sigil_store::open::<Migrator>(db.url(), "policy")
+        .await
+        .unwrap();
+    for seq in [5i64, 4] {
+        entity::Entity::delete_by_id(seq).exec(&conn).await.unwrap();
+    }
+    let replica = Replica::start(&nats, &db, None).await;
+    let v = verify(&bus).await;
+    assert!(!v.ok, "{v:?}");
+    assert_eq!(v.checked, 3);
+    let broken = v.broken.clone().unwrap();
+    assert_eq!(
+        (broken.seq, broken.reason),
+        (5, BrokenReason::AnchorMismatch)
+    );
+    assert!(broken.detail.contains("ends at seq 3"), "{}", broken.detail);
+    assert!(!v.anchor.unwrap().ok);
+
+    // Rewriting rows 4 and 5 (a valid chain again) does not fool the anchor either.
+    for i in 0..2 {
+        let _: Decision = bus
+            .request(
+                POLICY_EVALUATE,
+                &request(&format!("b{i}.internal")),
+                TIMEOUT,
+            )
+            .await
+            .unwrap();
+    }
+    let v = verify(&bus).await;
+    assert_eq!(v.checked, 5);
+    let broken = v.broken.unwrap();
+    assert_eq!(
+        (broken.seq, broken.reason),
+        (5, BrokenReason::AnchorMismatch)
+    );
+    assert!(broken.detail.contains("hash differs"), "{}", broken.detail);
+    conn.close().await.unwrap();
+    replica.stop().await;
+    db.cleanup().await;
+}
+
 /// Decisions and consumed identity events append to the same table from two writers
 /// (the decision group commit and the event consumer): under load every decision is
 /// still recorded and answered, and the chain holds every entry once.
@@ -348,7 +430,7 @@ async fn decisions_and_events_appending_at_once_all_land() {
         calls.spawn(async move {
             bus.request::<_, Decision>(
                 POLICY_EVALUATE,
-                &request("workload:web", &format!("w{i}.internal")),
+                &request(&format!("w{i}.internal")),
                 TIMEOUT,
             )
             .await

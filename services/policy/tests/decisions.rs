@@ -1,14 +1,18 @@
 //! The decision table: at least 30 requests against one policy set
 //! (`data/test-policies.cedar` with the group memberships of `data/test-entities.json`),
-//! each with its expected outcome: allowed, allowed with the lifetime clamped, or denied
-//! with reasons naming the deciding policies. Plus the time-phased rules at both sides
-//! of their dates, the built-in default set, and bad input refused with typed errors.
+//! each with its expected outcome: allowed, allowed with the lifetime clamped, allowed
+//! as another action (a credential's issue decided as its renewal), or denied with
+//! reasons naming the deciding policies — including the checks that come from the proof
+//! (`sigil:token-names`, `sigil:renewal-names`). Plus the time-phased rules at both
+//! sides of their dates, the built-in default set (names for everyone, revocation and
+//! administration for admins), and bad input refused with typed errors.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{DateTime, TimeZone, Utc};
+use sigil_contracts::auth::AuthMethod;
 use sigil_contracts::policy::{Action, EvaluateRequest};
 use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile, Sans};
-use sigil_policy::{Compiled, PolicyError, RequestError, templates};
+use sigil_policy::{Compiled, Grant, PolicyError, RequestError, Requester, templates};
 
 const POLICIES: &str = include_str!("data/test-policies.cedar");
 const ENTITIES: &str = include_str!("data/test-entities.json");
@@ -19,7 +23,8 @@ fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
 }
 
 /// A request by `principal` for `names` (`dns:…`, `ip:…`, `uri:…`): tls-server, one
-/// day, ECDSA P-256, hybrid.
+/// day, ECDSA P-256, hybrid. The principal is named as a dry run names it; cases made
+/// with [`case`] are decided for it ([`named`]).
 fn req(principal: &str, names: &[&str]) -> EvaluateRequest {
     let mut sans = Sans::default();
     for n in names {
@@ -31,7 +36,10 @@ fn req(principal: &str, names: &[&str]) -> EvaluateRequest {
         }
     }
     EvaluateRequest {
-        principal: principal.to_owned(),
+        principal: Some(principal.to_owned()),
+        proof: None,
+        operation: None,
+        request_digest: None,
         action: Action::Issue,
         profile: Profile::TlsServer,
         sans,
@@ -42,9 +50,47 @@ fn req(principal: &str, names: &[&str]) -> EvaluateRequest {
     }
 }
 
+/// A principal named in a dry run (`policy test`): nothing proven, nothing granted.
+fn named(principal: &str) -> Requester {
+    Requester {
+        principal: principal.to_owned(),
+        method: AuthMethod::None,
+        grant: Grant::Named,
+    }
+}
+
+/// A principal authenticated by a bootstrap token for `patterns`.
+fn token(principal: &str, patterns: &[&str]) -> Requester {
+    Requester {
+        principal: principal.to_owned(),
+        method: AuthMethod::Token,
+        grant: Grant::Token {
+            jti: "jti-1".into(),
+            names: patterns.iter().map(|p| (*p).to_owned()).collect(),
+            uses: 1,
+        },
+    }
+}
+
+/// A principal authenticated by possession of a credential for `names` (SANs as
+/// written in the certificate).
+fn credential(principal: &str, names: &[&str]) -> Requester {
+    Requester {
+        principal: principal.to_owned(),
+        method: AuthMethod::Credential,
+        grant: Grant::Credential {
+            serial: "0a1b".into(),
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            admin: principal.starts_with("admin:"),
+        },
+    }
+}
+
 #[derive(Debug)]
 enum Expect {
     Allow,
+    /// Allowed, decided as this action (not the one asked).
+    AllowAs(Action),
     /// Allowed with the lifetime clamped to this, a note naming the policy.
     Clamp(i64, &'static str),
     /// Denied; every needle appears in some reason.
@@ -53,12 +99,30 @@ enum Expect {
 
 struct Case {
     what: &'static str,
+    who: Requester,
     req: EvaluateRequest,
     expect: Expect,
 }
 
+/// A case decided for the principal `req` names.
 fn case(what: &'static str, req: EvaluateRequest, expect: Expect) -> Case {
-    Case { what, req, expect }
+    let who = named(req.principal.as_deref().unwrap_or("anonymous"));
+    Case {
+        what,
+        who,
+        req,
+        expect,
+    }
+}
+
+/// A case decided for an authenticated requester.
+fn case_by(what: &'static str, who: Requester, req: EvaluateRequest, expect: Expect) -> Case {
+    Case {
+        what,
+        who,
+        req,
+        expect,
+    }
 }
 
 fn with(mut r: EvaluateRequest, f: impl FnOnce(&mut EvaluateRequest)) -> EvaluateRequest {
@@ -368,6 +432,84 @@ fn table() -> Vec<Case> {
             req("workload:web", &[]),
             Deny(&["a request without subject names"]),
         ),
+        case(
+            "a workload may not revoke, even its own names",
+            with(req("workload:web", &["dns:web.example.com"]), |r| {
+                r.action = Action::Revoke
+            }),
+            Deny(&["no policy permits revoke of dns name web.example.com for workload:web"]),
+        ),
+        case(
+            "a workload may not administer Sigil",
+            with(req("workload:web", &[]), |r| {
+                r.action = Action::Admin;
+                r.ttl_seconds = 0;
+            }),
+            Deny(&["no policy permits admin of a request without subject names for workload:web"]),
+        ),
+        case_by(
+            "an admin credential may revoke",
+            credential("admin:root", &["spiffe://sigil.admin/admin/root"]),
+            with(req("-", &["dns:web.example.com"]), |r| {
+                r.action = Action::Revoke;
+                r.ttl_seconds = 0;
+            }),
+            AllowAs(Action::Revoke),
+        ),
+        case_by(
+            "an admin credential's issue stays an issue (not a renewal)",
+            credential("admin:root", &["spiffe://sigil.admin/admin/root"]),
+            req("-", &["dns:web.example.com"]),
+            Deny(&["no policy permits issue of dns name web.example.com for admin:root"]),
+        ),
+        case_by(
+            "a credential renews itself: issue decided as renew",
+            credential("workload:web", &["web.example.com", "10.1.0.5"]),
+            req("-", &["ip:10.1.0.5", "dns:WEB.example.com."]),
+            AllowAs(Action::Renew),
+        ),
+        case_by(
+            "renewal for another identity",
+            credential("workload:web", &["web.example.com"]),
+            req("-", &["dns:api.example.com"]),
+            Deny(&[
+                "sigil:renewal-names: renewal must keep the credential's names (not in the credential: api.example.com; missing: web.example.com)",
+            ]),
+        ),
+        case_by(
+            "a renewal may not drop a name",
+            credential("workload:web", &["a.example.com", "b.example.com"]),
+            req("-", &["dns:a.example.com"]),
+            Deny(&["sigil:renewal-names", "missing: b.example.com"]),
+        ),
+        case_by(
+            "a renewal is still decided by policy",
+            credential("workload:web", &["web.example.com"]),
+            with(req("-", &["dns:web.example.com"]), |r| {
+                r.key_algorithm = KeyAlgorithm::MlDsa44
+            }),
+            Deny(&["no-ml-dsa-44"]),
+        ),
+        case_by(
+            "a token inside its pattern",
+            token("workload:web", &["*.web.example.com"]),
+            req("-", &["dns:a.web.example.com"]),
+            AllowAs(Action::Issue),
+        ),
+        case_by(
+            "a token outside its pattern",
+            token("workload:web", &["*.web.example.com"]),
+            req("-", &["dns:a.web.example.com", "dns:api.example.com"]),
+            Deny(&[
+                "sigil:token-names: the token allows only *.web.example.com; dns name api.example.com is outside them",
+            ]),
+        ),
+        case_by(
+            "a token's pattern does not lift policy",
+            token("workload:web", &["*"]),
+            req("-", &["dns:evil.com"]),
+            Deny(&["no policy permits issue of dns name evil.com for workload:web"]),
+        ),
     ]
 }
 
@@ -375,16 +517,23 @@ fn table() -> Vec<Case> {
 fn decision_table() {
     let engine = Compiled::new("table", POLICIES, Some(ENTITIES)).unwrap();
     let cases = table();
-    assert!(cases.len() >= 30, "{} cases", cases.len());
+    assert!(cases.len() >= 50, "{} cases", cases.len());
     let now = at(2026, 1, 1);
     for c in cases {
-        let d = engine.decide(&c.req, now).unwrap();
+        let d = engine.decide(&c.req, &c.who, now).unwrap();
         assert_eq!(d.policy_version, "table");
+        assert_eq!(d.principal, c.who.principal, "{}", c.what);
+        assert_eq!(d.authenticated_by, c.who.method, "{}", c.what);
         match c.expect {
             Expect::Allow => {
                 assert!(d.allowed, "{}: {d:?}", c.what);
                 assert!(!d.constraints.ttl_clamped, "{}: {d:?}", c.what);
                 assert_eq!(d.constraints.ttl_seconds, c.req.ttl_seconds, "{}", c.what);
+                assert_eq!(d.action, Some(c.req.action), "{}", c.what);
+            }
+            Expect::AllowAs(action) => {
+                assert!(d.allowed, "{}: {d:?}", c.what);
+                assert_eq!(d.action, Some(action), "{}", c.what);
             }
             Expect::Clamp(ttl, policy) => {
                 assert!(d.allowed, "{}: {d:?}", c.what);
@@ -420,6 +569,7 @@ fn explanation_names_the_deciding_policies_per_name() {
     let e = engine
         .explain(
             &req("workload:web", &["dns:a.example.com", "dns:*.example.com"]),
+            &named("workload:web"),
             at(2026, 1, 1),
         )
         .unwrap();
@@ -436,21 +586,51 @@ fn explanation_names_the_deciding_policies_per_name() {
         e.decision.reasons,
         vec!["no-wildcards: wildcard names need the wildcard permission (dns name *.example.com)"]
     );
+
+    // A check of the proof shows on the names it denied, before any policy.
+    let e = engine
+        .explain(
+            &req("-", &["dns:a.web.example.com", "dns:api.example.com"]),
+            &token("workload:web", &["*.web.example.com"]),
+            at(2026, 1, 1),
+        )
+        .unwrap();
+    assert!(!e.decision.allowed);
+    assert!(e.evaluations[0].allowed, "{:?}", e.evaluations[0]);
+    assert!(!e.evaluations[1].allowed);
+    assert_eq!(e.evaluations[1].determining[0].id, "sigil:token-names");
+    assert_eq!(
+        e.decision.reasons,
+        vec![
+            "sigil:token-names: the token allows only *.web.example.com; dns name api.example.com is outside them"
+        ]
+    );
+    let e = engine
+        .explain(
+            &req("-", &["dns:api.example.com"]),
+            &credential("workload:web", &["web.example.com"]),
+            at(2026, 1, 1),
+        )
+        .unwrap();
+    assert_eq!(e.decision.action, Some(Action::Renew));
+    assert_eq!(e.evaluations[0].determining[0].id, "sigil:renewal-names");
+    assert_eq!(e.decision.reasons.len(), 1, "{:?}", e.decision.reasons);
 }
 
 #[test]
 fn time_phased_rules_take_effect_at_their_date() {
     let engine = Compiled::new("table", POLICIES, Some(ENTITIES)).unwrap();
+    let web = named("workload:web");
     // SC-081: 60 days is fine until 2029-03-15, then clamped to 47 days.
     let r = with(req("workload:web", &["dns:web.example.com"]), |r| {
         r.ttl_seconds = 60 * DAY
     });
-    let before = engine.decide(&r, at(2029, 3, 14)).unwrap();
+    let before = engine.decide(&r, &web, at(2029, 3, 14)).unwrap();
     assert!(
         before.allowed && !before.constraints.ttl_clamped,
         "{before:?}"
     );
-    let after = engine.decide(&r, at(2029, 3, 16)).unwrap();
+    let after = engine.decide(&r, &web, at(2029, 3, 16)).unwrap();
     assert!(after.allowed, "{after:?}");
     assert_eq!(after.constraints.ttl_seconds, 47 * DAY);
     assert!(
@@ -462,7 +642,7 @@ fn time_phased_rules_take_effect_at_their_date() {
     let long = with(r.clone(), |r| r.ttl_seconds = 400 * DAY);
     assert_eq!(
         engine
-            .decide(&long, at(2029, 3, 16))
+            .decide(&long, &web, at(2029, 3, 16))
             .unwrap()
             .constraints
             .ttl_seconds,
@@ -472,8 +652,8 @@ fn time_phased_rules_take_effect_at_their_date() {
     let rsa = with(req("workload:web", &["dns:web.example.com"]), |r| {
         r.key_algorithm = KeyAlgorithm::Rsa2048
     });
-    assert!(engine.decide(&rsa, at(2029, 12, 31)).unwrap().allowed);
-    let refused = engine.decide(&rsa, at(2030, 1, 2)).unwrap();
+    assert!(engine.decide(&rsa, &web, at(2029, 12, 31)).unwrap().allowed);
+    let refused = engine.decide(&rsa, &web, at(2030, 1, 2)).unwrap();
     assert!(!refused.allowed);
     assert!(
         refused.reasons[0].starts_with("sunset-rsa-2048"),
@@ -488,7 +668,7 @@ fn the_default_set_allows_what_sigil_allowed_before_cedar() {
     let now = at(2026, 6, 1);
     let ok = |names: &[&str]| {
         engine
-            .decide(&req("anonymous", names), now)
+            .decide(&req("anonymous", names), &named("anonymous"), now)
             .unwrap()
             .allowed
     };
@@ -523,7 +703,7 @@ fn the_default_set_allows_what_sigil_allowed_before_cedar() {
     ] {
         assert!(
             engine
-                .decide(&req(p, &["dns:localhost"]), now)
+                .decide(&req(p, &["dns:localhost"]), &named(p), now)
                 .unwrap()
                 .allowed,
             "{p}"
@@ -532,21 +712,80 @@ fn the_default_set_allows_what_sigil_allowed_before_cedar() {
     let long = with(req("anonymous", &["dns:localhost"]), |r| {
         r.ttl_seconds = 365 * DAY
     });
-    let d = engine.decide(&long, now).unwrap();
+    let d = engine.decide(&long, &named("anonymous"), now).unwrap();
     assert!(d.allowed && d.constraints.ttl_clamped);
     assert_eq!(d.constraints.ttl_seconds, 90 * DAY);
+
+    // Revoking, reading and administering are for admins; an admin's revoke of any
+    // name (a wildcard one too) is allowed, anyone else's is not.
+    for action in [Action::Revoke, Action::Read, Action::Admin] {
+        let r = with(req("-", &["dns:*.example.com"]), |r| {
+            r.action = action;
+            r.ttl_seconds = 0;
+        });
+        let admin = engine.decide(&r, &named("admin:root"), now).unwrap();
+        assert!(admin.allowed, "{action:?}: {admin:?}");
+        assert_eq!(admin.reasons, Vec::<String>::new());
+        for p in ["workload:web", "agent:a", "service:issuer", "anonymous"] {
+            let d = engine.decide(&r, &named(p), now).unwrap();
+            assert!(!d.allowed, "{p} {action:?}");
+        }
+    }
+    let token_create = with(req("-", &[]), |r| {
+        r.action = Action::Admin;
+        r.ttl_seconds = 0;
+    });
+    let d = engine
+        .decide(
+            &token_create,
+            &credential("admin:admin", &["spiffe://sigil.admin/admin/admin"]),
+            now,
+        )
+        .unwrap();
+    assert!(d.allowed, "{d:?}");
+    // A workload's credential renews itself under the default set.
+    let d = engine
+        .decide(
+            &req("-", &["dns:web.internal"]),
+            &credential("workload:web", &["web.internal"]),
+            now,
+        )
+        .unwrap();
+    assert!(d.allowed && d.action == Some(Action::Renew), "{d:?}");
+    // The context says how the requester was authenticated.
+    let only_tokens =
+        "permit (principal, action, resource) when { context.authenticated_by == \"token\" };";
+    let strict = Compiled::new("2", only_tokens, None).unwrap();
+    let r = req("-", &["dns:web.internal"]);
+    assert!(
+        strict
+            .decide(&r, &token("workload:web", &["*"]), now)
+            .unwrap()
+            .allowed
+    );
+    assert!(
+        !strict
+            .decide(&r, &credential("admin:a", &["x"]), now)
+            .unwrap()
+            .allowed
+    );
+    assert!(!strict.decide(&r, &named("admin:a"), now).unwrap().allowed);
 }
 
 #[test]
 fn unknown_principal_types_are_refused() {
     let engine = Compiled::new("1", templates::DEFAULT, None).unwrap();
     let err = engine
-        .decide(&req("robot:r2", &["dns:localhost"]), at(2026, 1, 1))
+        .decide(
+            &req("robot:r2", &["dns:localhost"]),
+            &named("robot:r2"),
+            at(2026, 1, 1),
+        )
         .unwrap_err();
     assert_eq!(err, RequestError::UnknownPrincipalType("robot".into()));
     for bad in ["", "workload:"] {
         let err = engine
-            .decide(&req(bad, &["dns:localhost"]), at(2026, 1, 1))
+            .decide(&req(bad, &["dns:localhost"]), &named(bad), at(2026, 1, 1))
             .unwrap_err();
         assert!(
             matches!(err, RequestError::BadPrincipal(_)),

@@ -1,11 +1,15 @@
 //! Policy over a real nats-server and a real database (SQLite, or PostgreSQL when
-//! `SIGIL_TEST_DATABASE_URL` is set):
+//! `SIGIL_TEST_DATABASE_URL` is set). Replicas here decide requests without proof as
+//! `anonymous` (`allow_anonymous`); requests by a workload or an admin carry a token
+//! minted from the replica's database. Authentication itself is tested in
+//! `auth_over_nats.rs`.
 //! - the built-in default set is seeded as version 1 and decides `evaluate`;
-//! - `apply` → `evaluate` uses the new version at once; `list`/`show` read history;
+//! - `apply` (by an admin, recorded as the author) → `evaluate` uses the new version at
+//!   once; `list`/`show` read history;
 //! - two replicas on one nats-server and one database both see a rollback within seconds;
-//! - bad input (malformed policy with line/column, schema mismatch, unknown principal
-//!   type, rollback to a missing version) is a typed `bad_request`/`not_found` and
-//!   changes nothing;
+//! - bad input (malformed policy with line/column, schema mismatch, a principal named in
+//!   `evaluate`, an unknown principal type in a dry run, rollback to a missing version)
+//!   is a typed `bad_request`/`not_found` and changes nothing;
 //! - a time-phased rule takes effect when the injected clock passes its date;
 //! - `policy.changed` events are published through the outbox.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use sigil_bus::{Bus, ClientError, ManualClock};
+use sigil_contracts::auth::{AuthMethod, Proof};
 use sigil_contracts::policy::{
     Action, ApplyRequest, Decision, EvaluateRequest, Explanation, ListRequest, ListResponse,
     PolicyDocument, PolicyOrigin, PolicyVersion, RollbackRequest, ShowRequest, TestRequest,
@@ -29,14 +34,19 @@ use sigil_testkit::{NatsServer, TestDb, eventually, eventually_ok};
 mod common;
 
 use common::Replica;
+use common::auth::local_token;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(15);
 const DAY: i64 = 86_400;
 
-fn request(principal: &str, dns: &[&str], ttl_seconds: i64) -> EvaluateRequest {
+/// An issue request for `dns`, sent with `proof` (anonymous when `None`).
+fn request(proof: Option<&Proof>, dns: &[&str], ttl_seconds: i64) -> EvaluateRequest {
     EvaluateRequest {
-        principal: principal.into(),
+        principal: None,
+        proof: proof.cloned(),
+        operation: None,
+        request_digest: None,
         action: Action::Issue,
         profile: Profile::TlsServer,
         sans: Sans {
@@ -75,6 +85,8 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     let db = TestDb::from_env_or_sqlite().await;
     let bus = Bus::connect(&nats.url(), "policy-test").await.unwrap();
     let replica = Replica::start(&nats, &db, None).await;
+    let web = local_token(&db, "workload:web", &["*"], 3600, 100, Utc::now()).await;
+    let root = local_token(&db, "admin:root", &["*"], 3600, 1, Utc::now()).await;
 
     // Version 1 is the built-in default set.
     let list = versions(&bus).await;
@@ -83,30 +95,38 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     let d: Decision = bus
         .request(
             POLICY_EVALUATE,
-            &request("anonymous", &["web.example.com"], 365 * DAY),
+            &request(None, &["web.example.com"], 365 * DAY),
             TIMEOUT,
         )
         .await
         .unwrap();
     assert!(d.allowed, "{d:?}");
     assert_eq!(d.policy_version, "1");
+    assert_eq!(
+        (d.principal.as_str(), d.authenticated_by),
+        ("anonymous", AuthMethod::None)
+    );
     assert_eq!(d.constraints.ttl_seconds, 90 * DAY);
     assert!(d.constraints.ttl_clamped);
     let d: Decision = bus
         .request(
             POLICY_EVALUATE,
-            &request("workload:web", &["evil.com"], DAY),
+            &request(Some(&web), &["evil.com"], DAY),
             TIMEOUT,
         )
         .await
         .unwrap();
     assert!(!d.allowed);
     assert_eq!(
+        (d.principal.as_str(), d.authenticated_by),
+        ("workload:web", AuthMethod::Token)
+    );
+    assert_eq!(
         d.reasons,
         vec!["no policy permits issue of dns name evil.com for workload:web"]
     );
 
-    // Apply a new set: evaluate uses it at once.
+    // An admin applies a new set (recorded as its author): evaluate uses it at once.
     let v2: PolicyVersion = bus
         .request(
             POLICY_APPLY,
@@ -114,7 +134,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
                 policies: "@id(\"only-corp\")\npermit (principal is Sigil::Workload, action, resource)\n  when { resource has dns_name && resource.dns_name like \"*.corp.test\" };\n".into(),
                 entities: None,
                 comment: Some("corp only".into()),
-                applied_by: Some("admin:root".into()),
+                proof: Some(root.clone()),
             },
             TIMEOUT,
         )
@@ -127,7 +147,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     let d: Decision = bus
         .request(
             POLICY_EVALUATE,
-            &request("workload:web", &["a.corp.test"], DAY),
+            &request(Some(&web), &["a.corp.test"], DAY),
             TIMEOUT,
         )
         .await
@@ -137,7 +157,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     let d: Decision = bus
         .request(
             POLICY_EVALUATE,
-            &request("workload:web", &["web.example.com"], DAY),
+            &request(Some(&web), &["web.example.com"], DAY),
             TIMEOUT,
         )
         .await
@@ -163,7 +183,10 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
         .request(
             POLICY_TEST,
             &TestRequest {
-                request: request("workload:web", &["b.corp.test"], DAY),
+                request: EvaluateRequest {
+                    principal: Some("workload:web".into()),
+                    ..request(None, &["b.corp.test"], DAY)
+                },
                 at: Some(Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()),
                 version: None,
                 policies: None,
@@ -183,7 +206,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
             .into(),
         entities: None,
         comment: None,
-        applied_by: None,
+        proof: None,
     };
     let err = bus
         .request::<_, PolicyVersion>(POLICY_APPLY, &malformed, TIMEOUT)
@@ -209,10 +232,30 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
         .into_wire();
     assert_eq!(err.code, ErrorCode::BadRequest);
     assert_eq!(err.details.unwrap()["kind"], "schema");
+    let named = EvaluateRequest {
+        principal: Some("workload:web".into()),
+        ..request(None, &["a.corp.test"], DAY)
+    };
     let err = bus
-        .request::<_, Decision>(
-            POLICY_EVALUATE,
-            &request("robot:r2", &["a.corp.test"], DAY),
+        .request::<_, Decision>(POLICY_EVALUATE, &named, TIMEOUT)
+        .await
+        .unwrap_err()
+        .into_wire();
+    assert_eq!(err.code, ErrorCode::BadRequest);
+    assert!(err.message.contains("established by the proof"), "{err:?}");
+    let err = bus
+        .request::<_, Explanation>(
+            POLICY_TEST,
+            &TestRequest {
+                request: EvaluateRequest {
+                    principal: Some("robot:r2".into()),
+                    ..request(None, &["a.corp.test"], DAY)
+                },
+                at: None,
+                version: None,
+                policies: None,
+                entities: None,
+            },
             TIMEOUT,
         )
         .await
@@ -229,7 +272,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
             &RollbackRequest {
                 version: 99,
                 comment: None,
-                applied_by: None,
+                proof: None,
             },
             TIMEOUT,
         )
@@ -237,7 +280,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
         .unwrap_err()
         .into_wire();
     assert_eq!(err.code, ErrorCode::NotFound);
-    let mut body = serde_json::to_value(request("workload:web", &["a.corp.test"], 60)).unwrap();
+    let mut body = serde_json::to_value(request(None, &["a.corp.test"], 60)).unwrap();
     body["surprise"] = serde_json::json!(true);
     assert_eq!(
         raw_error(&bus, POLICY_EVALUATE, serde_json::to_vec(&body).unwrap())
@@ -255,7 +298,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     let d: Decision = bus
         .request(
             POLICY_EVALUATE,
-            &request("workload:web", &["a.corp.test"], DAY),
+            &request(Some(&web), &["a.corp.test"], DAY),
             TIMEOUT,
         )
         .await
@@ -263,7 +306,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     assert_eq!(d.policy_version, "2");
 
     // Old requests (without kind / key_bits) still parse.
-    let mut old = serde_json::to_value(request("e2e", &["localhost"], 60)).unwrap();
+    let mut old = serde_json::to_value(request(None, &["localhost"], 60)).unwrap();
     old.as_object_mut().unwrap().remove("kind");
     let reply = bus
         .request_raw(
@@ -280,7 +323,7 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     let after = bus
         .request::<_, Decision>(
             POLICY_EVALUATE,
-            &request("e2e", &["localhost"], 60),
+            &request(None, &["localhost"], 60),
             Duration::from_secs(1),
         )
         .await
@@ -310,13 +353,14 @@ async fn rollback_is_visible_on_two_replicas() {
                 policies: "@id(\"nothing-but-corp\")\npermit (principal, action, resource)\n  when { resource has dns_name && resource.dns_name like \"*.corp.test\" };\n".into(),
                 entities: None,
                 comment: None,
-                applied_by: None,
+                proof: None,
             },
             TIMEOUT,
         )
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
+    assert_eq!(v2.created_by, "anonymous");
     // Ask each replica directly: their micro-service instances share a queue group, so
     // query until both have answered with the expected version (requests spread over
     // both) — and then, stronger, every one of many consecutive answers agrees.
@@ -329,7 +373,7 @@ async fn rollback_is_visible_on_two_replicas() {
                     let d: Decision = bus
                         .request(
                             POLICY_EVALUATE,
-                            &request("anonymous", &["web.example.com"], DAY),
+                            &request(None, &["web.example.com"], DAY),
                             TIMEOUT,
                         )
                         .await
@@ -351,7 +395,7 @@ async fn rollback_is_visible_on_two_replicas() {
             &RollbackRequest {
                 version: 1,
                 comment: None,
-                applied_by: Some("admin:root".into()),
+                proof: None,
             },
             TIMEOUT,
         )
@@ -415,13 +459,13 @@ async fn a_time_phased_rule_follows_the_injected_clock() {
                 policies,
                 entities: None,
                 comment: None,
-                applied_by: None,
+                proof: None,
             },
             TIMEOUT,
         )
         .await
         .unwrap();
-    let r = request("workload:web", &["web.corp.test"], 60 * DAY);
+    let r = request(None, &["web.corp.test"], 60 * DAY);
     let before: Decision = bus.request(POLICY_EVALUATE, &r, TIMEOUT).await.unwrap();
     assert!(
         before.allowed && !before.constraints.ttl_clamped,

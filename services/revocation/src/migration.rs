@@ -1,4 +1,10 @@
 //! The revocation service's schema: its own two tables plus the shared outbox and inbox.
+//!
+//! - `m0001_revocation_tables`: `known_certificates` and `revocations`.
+//! - `m0002_known_certificate_facts`: what policy is told about a certificate someone
+//!   asks to revoke (profile, names, key algorithm, CA kind), on `known_certificates`.
+//!   Nullable: rows recorded before it have none, and are described to policy without
+//!   names.
 
 use sea_orm_migration::prelude::*;
 
@@ -12,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(sigil_store::outbox::Migration),
             Box::new(sigil_store::inbox::Migration),
             Box::new(CreateTables),
+            Box::new(AddKnownCertificateFacts),
         ]
     }
 }
@@ -133,5 +140,83 @@ impl MigrationTrait for CreateTables {
         manager
             .drop_table(Table::drop().table(KnownCertificates::Table).to_owned())
             .await
+    }
+}
+
+/// Profile, names, key algorithm and CA kind of each known certificate, from its
+/// `identity.issued` event: the resource a revocation is authorized against.
+#[derive(Debug)]
+struct AddKnownCertificateFacts;
+
+impl MigrationName for AddKnownCertificateFacts {
+    fn name(&self) -> &str {
+        "m0002_known_certificate_facts"
+    }
+}
+
+/// The columns [`AddKnownCertificateFacts`] adds, all nullable.
+fn fact_columns() -> [ColumnDef; 4] {
+    [
+        ColumnDef::new(KnownCertificateFacts::Profile)
+            .string()
+            .null()
+            .to_owned(),
+        ColumnDef::new(KnownCertificateFacts::Sans)
+            .json()
+            .null()
+            .to_owned(),
+        ColumnDef::new(KnownCertificateFacts::KeyAlgorithm)
+            .string()
+            .null()
+            .to_owned(),
+        ColumnDef::new(KnownCertificateFacts::CaKind)
+            .string()
+            .null()
+            .to_owned(),
+    ]
+}
+
+#[derive(DeriveIden)]
+enum KnownCertificateFacts {
+    Profile,
+    Sans,
+    KeyAlgorithm,
+    CaKind,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for AddKnownCertificateFacts {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // One column per ALTER: SQLite adds only one at a time.
+        for column in fact_columns() {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(KnownCertificates::Table)
+                        .add_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            KnownCertificateFacts::Profile,
+            KnownCertificateFacts::Sans,
+            KnownCertificateFacts::KeyAlgorithm,
+            KnownCertificateFacts::CaKind,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(KnownCertificates::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -2,14 +2,23 @@
 //!
 //! Each test starts its own nats-server (JetStream) and database, runs the service with
 //! `run(...)` in a task, feeds it `identity.issued` events through the stream, and talks
-//! to it over the bus like any client would. Together they prove that:
-//! - a revocation is recorded once and announced exactly once, with its RFC 5280 code;
+//! to it over the bus like any client would. Policy is another service and not a
+//! dependency: a scripted policy served on the same bus ([`FakePolicy`]) keeps every
+//! question it is asked and names the principal after the token it was passed.
+//! Together they prove that:
+//! - a revocation is recorded once and announced exactly once, with its RFC 5280 code
+//!   and the principal of policy's decision;
+//! - policy is asked about the revocation (action `revoke`, the request's proof,
+//!   operation and digest, the certificate's profile and names); a denial, a refused
+//!   proof or an unreachable policy stores nothing and emits nothing;
+//! - `status` says whether a serial is revoked, with reason and time, and asks nobody;
 //! - a repeated or concurrent revocation answers with the first one and emits nothing;
 //! - bad input gets a typed error and stores nothing;
 //! - state survives a restart of the service;
 //! - an event committed while NATS is down lands exactly once when it comes back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -17,14 +26,21 @@ use bytes::Bytes;
 use chrono::{SubsecRound, TimeDelta, Utc};
 use futures::StreamExt;
 use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
+use sigil_bus::service::Router;
 use sigil_bus::{Bus, ClientError, Runtime};
+use sigil_contracts::auth::{AuthMethod, CarriesProof as _, Proof};
 use sigil_contracts::event::{IdentityIssued, IdentityRevoked, source_for};
-use sigil_contracts::revocation::{RevokeRequest, RevokeResponse};
-use sigil_contracts::subjects::{EVENTS_STREAM, REVOCATION_REVOKE, Service, event_subject};
-use sigil_contracts::types::{CertificateFacts, Profile, RevocationReason, Sans};
+use sigil_contracts::policy::{Action, Constraints, Decision, EvaluateRequest};
+use sigil_contracts::revocation::{RevokeRequest, RevokeResponse, StatusRequest, StatusResponse};
+use sigil_contracts::subjects::{
+    EVENTS_STREAM, POLICY_EVALUATE, REVOCATION_REVOKE, REVOCATION_STATUS, Service, event_subject,
+};
+use sigil_contracts::types::{
+    CaKind, CertificateFacts, KeyAlgorithm, Profile, RevocationReason, Sans,
+};
 use sigil_contracts::{CloudEvent, ErrorCode, EventData, MAX_REQUEST_BYTES, Reply, WireError};
 use sigil_revocation::entity::{known_certificate, revocation};
-use sigil_revocation::{Config, Error, Migrator, record_issued};
+use sigil_revocation::{Config, Error, Migrator, record_issued, record_revocation};
 use sigil_store::outbox::{self, Outbox};
 use sigil_telemetry::{Health, Metrics};
 use sigil_testkit::{NatsServer, TestDb, eventually, eventually_ok};
@@ -33,6 +49,115 @@ use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(20);
 const CALL: Duration = Duration::from_secs(5);
+/// The service's wait for policy in these tests.
+const POLICY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Who revokes in these tests: the token's text, which [`FakePolicy`] names as the
+/// principal.
+const OPS: &str = "admin:ops";
+
+/// What a [`FakePolicy`] answers.
+#[derive(Debug, Clone)]
+enum Verdict {
+    Allow,
+    Deny(Vec<String>),
+    /// The proof is refused: `unauthenticated` with this message.
+    Unauthenticated(String),
+    /// No answer within [`POLICY_TIMEOUT`].
+    Slow,
+}
+
+/// A policy whose answer the test sets, and which keeps every request it was asked.
+/// It names the principal after the proof: a token's text, or `anonymous`. Served
+/// until stopped or dropped.
+#[derive(Debug)]
+struct FakePolicy {
+    state: Arc<FakeState>,
+    stop: CancellationToken,
+}
+
+#[derive(Debug)]
+struct FakeState {
+    verdict: Mutex<Verdict>,
+    seen: Mutex<Vec<EvaluateRequest>>,
+}
+
+impl FakePolicy {
+    /// Serve a fake answering `verdict` on `bus`.
+    fn serve(bus: &Bus, verdict: Verdict) -> FakePolicy {
+        let fake = FakePolicy {
+            state: Arc::new(FakeState {
+                verdict: Mutex::new(verdict),
+                seen: Mutex::new(Vec::new()),
+            }),
+            stop: CancellationToken::new(),
+        };
+        let served = fake.state.clone();
+        let router = Router::new(Service::Policy, "scripted policy for revocation tests").route(
+            POLICY_EVALUATE,
+            move |req: EvaluateRequest| {
+                served.seen.lock().unwrap().push(req.clone());
+                let verdict = served.verdict.lock().unwrap().clone();
+                async move {
+                    let allowed = match verdict {
+                        Verdict::Allow => true,
+                        Verdict::Deny(_) => false,
+                        Verdict::Unauthenticated(message) => {
+                            return Err(WireError::unauthenticated(message));
+                        }
+                        Verdict::Slow => {
+                            tokio::time::sleep(POLICY_TIMEOUT * 4).await;
+                            true
+                        }
+                    };
+                    let reasons = match verdict {
+                        Verdict::Deny(reasons) => reasons,
+                        _ => vec![],
+                    };
+                    let principal = match &req.proof {
+                        Some(Proof::Token { token }) => token.clone(),
+                        Some(Proof::Possession(_)) => "admin:proven".to_owned(),
+                        None => "anonymous".to_owned(),
+                    };
+                    Ok(Decision {
+                        allowed,
+                        reasons,
+                        constraints: Constraints::default(),
+                        policy_version: "fake".into(),
+                        principal,
+                        authenticated_by: req
+                            .proof
+                            .as_ref()
+                            .map_or(AuthMethod::None, Proof::method),
+                        action: Some(req.action),
+                    })
+                }
+            },
+        );
+        let (bus, stop) = (bus.clone(), fake.stop.clone());
+        tokio::spawn(async move { router.serve(&bus, Metrics::new(), stop).await });
+        fake
+    }
+
+    fn set(&self, verdict: Verdict) {
+        *self.state.verdict.lock().unwrap() = verdict;
+    }
+
+    /// Every request evaluated so far, oldest first.
+    fn seen(&self) -> Vec<EvaluateRequest> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Stop answering (requests then find no responders).
+    fn stop(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for FakePolicy {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
 
 /// A running revocation service.
 struct Running {
@@ -46,6 +171,7 @@ impl Running {
         let shutdown = CancellationToken::new();
         let config = Config {
             database_url: database_url.to_owned(),
+            policy_timeout: POLICY_TIMEOUT,
         };
         let task = tokio::spawn(sigil_revocation::run(config, rt, shutdown.clone()));
         Running { shutdown, task }
@@ -121,11 +247,14 @@ async fn publish<T: EventData>(bus: &Bus, event: &CloudEvent<T>) {
         .expect("publish event");
 }
 
+/// A revocation by [`OPS`].
 fn request(serial: &str, reason: RevocationReason) -> RevokeRequest {
     RevokeRequest {
         serial: serial.to_owned(),
         reason,
-        principal: None,
+        proof: Some(Proof::Token {
+            token: OPS.to_owned(),
+        }),
     }
 }
 
@@ -157,8 +286,9 @@ async fn revoke_when_known(bus: &Bus, req: &RevokeRequest) -> RevokeResponse {
 }
 
 /// Wait until the endpoint answers at all (with anything but "nobody is listening").
+/// The probe's malformed serial is refused before policy is asked.
 async fn wait_serving(bus: &Bus) {
-    let probe = request("01", RevocationReason::Unspecified);
+    let probe = request("not-a-serial", RevocationReason::Unspecified);
     eventually(WAIT, "the revoke endpoint to answer", || async {
         match call(bus, &probe).await {
             Err(ClientError::NoResponders { .. } | ClientError::TimedOut { .. }) => None,
@@ -239,6 +369,7 @@ async fn revoke_is_recorded_once_and_announced_once() {
     // Migrated before the service starts, so the two never migrate at once.
     let conn = open_db(db.url()).await;
     let bus = connect(&nats).await;
+    let _policy = FakePolicy::serve(&bus, Verdict::Allow);
     let service = Running::start(&bus, db.url());
 
     let serial = new_serial();
@@ -271,15 +402,20 @@ async fn revoke_is_recorded_once_and_announced_once() {
     assert_eq!(event.data.reason, RevocationReason::KeyCompromise);
     assert_eq!(event.data.reason_code, 1);
     assert_eq!(event.data.revoked_at, first.revoked_at);
-    assert_eq!(event.data.revoked_by, "anonymous");
+    assert_eq!(
+        event.data.revoked_by, OPS,
+        "the principal of policy's decision"
+    );
 
-    // Again, with another reason and a principal: the first revocation stands.
+    // Again, with another reason by another admin: the first revocation stands.
     let again = call(
         &bus,
         &RevokeRequest {
             serial: serial.clone(),
             reason: RevocationReason::Superseded,
-            principal: Some("admin".to_owned()),
+            proof: Some(Proof::Token {
+                token: "admin:other".to_owned(),
+            }),
         },
     )
     .await
@@ -305,7 +441,7 @@ async fn revoke_is_recorded_once_and_announced_once() {
     assert_eq!(row.reason, "key-compromise");
     assert_eq!(row.reason_code, 1);
     assert_eq!(row.revoked_at, first.revoked_at);
-    assert_eq!(row.revoked_by, "anonymous");
+    assert_eq!(row.revoked_by, OPS);
     assert_eq!(row.issuer, "CN=Sigil Issuing CA,O=Sigil");
     assert_eq!(revocation_rows(&conn).await, 1);
     assert_eq!(outbox_rows(&conn).await, 1);
@@ -320,13 +456,14 @@ async fn bad_requests_get_typed_errors_and_store_nothing() {
     // Migrated before the service starts, so the two never migrate at once.
     let conn = open_db(db.url()).await;
     let bus = connect(&nats).await;
+    let policy = FakePolicy::serve(&bus, Verdict::Allow);
     let service = Running::start(&bus, db.url());
     let serial = new_serial();
     publish(&bus, &issued(&serial)).await;
     wait_serving(&bus).await;
     wait_known(&conn, &serial).await;
 
-    // Unknown serial.
+    // Unknown serial: policy allows (the resource has no names), then not_found.
     let unknown = new_serial();
     let e = wire(call(&bus, &request(&unknown, RevocationReason::KeyCompromise)).await);
     assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
@@ -349,13 +486,6 @@ async fn bad_requests_get_typed_errors_and_store_nothing() {
     assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
     assert!(e.message.contains("remove-from-crl"), "{e:?}");
 
-    // Over-long principal.
-    let long = RevokeRequest {
-        principal: Some("p".repeat(1000)),
-        ..request(&serial, RevocationReason::KeyCompromise)
-    };
-    assert_eq!(wire(call(&bus, &long).await).code, ErrorCode::BadRequest);
-
     // Unknown reason, unknown field, not JSON.
     let bodies = [
         format!(r#"{{"serial":"{serial}","reason":"bored"}}"#),
@@ -377,6 +507,11 @@ async fn bad_requests_get_typed_errors_and_store_nothing() {
         Reply::Error(e) => assert_eq!(e.code, ErrorCode::TooLarge, "{e:?}"),
         Reply::Ok(r) => panic!("oversized body accepted: {r:?}"),
     }
+
+    // Only the unknown serial reached policy: bad input is refused before asking.
+    let asked = policy.seen();
+    assert_eq!(asked.len(), 1, "{asked:#?}");
+    assert!(asked[0].sans.is_empty(), "an unknown serial has no names");
 
     settle().await;
     assert!(revoked_events(&bus).await.is_empty());
@@ -402,6 +537,7 @@ async fn concurrent_revocations_yield_one_row_and_one_event() {
     // Migrated before the service starts, so the two never migrate at once.
     let conn = open_db(db.url()).await;
     let bus = connect(&nats).await;
+    let _policy = FakePolicy::serve(&bus, Verdict::Allow);
     let service = Running::start(&bus, db.url());
     let serial = new_serial();
     publish(&bus, &issued(&serial)).await;
@@ -456,6 +592,7 @@ async fn state_survives_a_restart_of_the_service() {
     // Migrated before the service starts, so the two never migrate at once.
     let conn = open_db(db.url()).await;
     let bus = connect(&nats).await;
+    let _policy = FakePolicy::serve(&bus, Verdict::Allow);
 
     let revoked = new_serial();
     let kept = new_serial();
@@ -509,13 +646,15 @@ async fn an_event_committed_while_nats_is_down_lands_exactly_once() {
     wait_known(&conn, &serial).await;
 
     nats.stop();
-    // The request path needs NATS; the core function does not.
+    // The request path needs NATS (and policy); the store step after policy's
+    // decision does not.
     let outbox_handle = Outbox::new(conn.clone());
-    let reply = sigil_revocation::revoke(
+    let reply = record_revocation(
         &conn,
         &outbox_handle,
         Utc::now(),
-        request(&serial, RevocationReason::KeyCompromise),
+        &request(&serial, RevocationReason::KeyCompromise),
+        OPS,
     )
     .await
     .expect("revoke while NATS is down");
@@ -552,6 +691,7 @@ async fn an_event_committed_while_nats_is_down_lands_exactly_once() {
     assert_eq!(revoked_events(&bus).await.len(), 1, "exactly once");
     assert_eq!(events[0].data.serial, serial);
     assert_eq!(events[0].data.revoked_at, reply.revoked_at);
+    assert_eq!(events[0].data.revoked_by, OPS);
     service.stop().await;
     conn.close().await.ok();
     db.cleanup().await;
@@ -594,6 +734,206 @@ async fn a_redelivered_issued_event_changes_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(kept.issuer, "CN=Sigil Issuing CA,O=Sigil");
+    // What policy is told about the certificate when someone asks to revoke it.
+    assert_eq!(kept.profile.as_deref(), Some("tls-server"));
+    assert_eq!(kept.key_algorithm.as_deref(), Some("ecdsa-p256"));
+    assert_eq!(kept.ca_kind.as_deref(), Some("classical"));
+    let sans: Sans = serde_json::from_value(kept.sans.unwrap()).unwrap();
+    assert_eq!(sans.dns, vec!["api.example.com"]);
+    conn.close().await.ok();
+    db.cleanup().await;
+}
+
+async fn status(bus: &Bus, serial: &str) -> Result<StatusResponse, WireError> {
+    bus.request(
+        REVOCATION_STATUS,
+        &StatusRequest {
+            serial: serial.to_owned(),
+        },
+        CALL,
+    )
+    .await
+    .map_err(ClientError::into_wire)
+}
+
+#[tokio::test]
+async fn policy_decides_and_a_refusal_stores_nothing() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    // Migrated before the service starts, so the two never migrate at once.
+    let conn = open_db(db.url()).await;
+    let bus = connect(&nats).await;
+    let reason = "admins: only admins may revoke".to_owned();
+    let policy = FakePolicy::serve(&bus, Verdict::Deny(vec![reason.clone()]));
+    let service = Running::start(&bus, db.url());
+    let serial = new_serial();
+    publish(&bus, &issued(&serial)).await;
+    wait_serving(&bus).await;
+    wait_known(&conn, &serial).await;
+
+    // Denied: `denied` with policy's reasons.
+    let by_workload = RevokeRequest {
+        proof: Some(Proof::Token {
+            token: "workload:web".to_owned(),
+        }),
+        ..request(&serial, RevocationReason::KeyCompromise)
+    };
+    let e = wire(call(&bus, &by_workload).await);
+    assert_eq!(e.code, ErrorCode::Denied, "{e:?}");
+    assert_eq!(e.reasons(), vec![reason]);
+
+    // What policy was asked: action revoke by the request's proof, bound to this
+    // operation and request, about the certificate as issued.
+    let asked = policy.seen();
+    assert_eq!(asked.len(), 1, "{asked:#?}");
+    let asked = &asked[0];
+    assert_eq!(asked.action, Action::Revoke);
+    assert_eq!(asked.principal, None, "the service names no principal");
+    assert_eq!(asked.proof, by_workload.proof);
+    assert_eq!(
+        asked.operation.as_deref(),
+        Some("sigil.revocation.v1.revoke")
+    );
+    assert_eq!(asked.request_digest, Some(by_workload.digest()));
+    assert_eq!(asked.profile, Profile::TlsServer);
+    assert_eq!(asked.sans.dns, vec!["api.example.com"]);
+    assert_eq!(asked.key_algorithm, KeyAlgorithm::EcdsaP256);
+    assert_eq!(asked.kind, Some(CaKind::Classical));
+
+    // A refused proof: `unauthenticated` with policy's message.
+    let refusal = "the credential's chain does not verify to the current trust bundle";
+    policy.set(Verdict::Unauthenticated(refusal.to_owned()));
+    let e = wire(call(&bus, &request(&serial, RevocationReason::KeyCompromise)).await);
+    assert_eq!(e.code, ErrorCode::Unauthenticated, "{e:?}");
+    assert_eq!(e.message, refusal);
+
+    // Neither stored or announced anything; the serial is not revoked.
+    settle().await;
+    assert!(revoked_events(&bus).await.is_empty());
+    assert_eq!(revocation_rows(&conn).await, 0);
+    assert_eq!(outbox_rows(&conn).await, 0);
+    assert!(!status(&bus, &serial).await.unwrap().revoked);
+
+    // Allowed: recorded with the decision's principal.
+    policy.set(Verdict::Allow);
+    let done = call(&bus, &request(&serial, RevocationReason::KeyCompromise))
+        .await
+        .unwrap();
+    assert!(!done.already_revoked);
+    let row = revocation::Entity::find_by_id(serial.clone())
+        .one(&conn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.revoked_by, OPS);
+    service.stop().await;
+    conn.close().await.ok();
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unreachable_policy_means_unavailable_and_nothing_stored() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    // Migrated before the service starts, so the two never migrate at once.
+    let conn = open_db(db.url()).await;
+    let bus = connect(&nats).await;
+    let service = Running::start(&bus, db.url());
+    let serial = new_serial();
+    publish(&bus, &issued(&serial)).await;
+    wait_serving(&bus).await;
+    wait_known(&conn, &serial).await;
+    let req = request(&serial, RevocationReason::KeyCompromise);
+
+    // No policy service at all.
+    let e = wire(call(&bus, &req).await);
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e:?}");
+    assert!(e.message.starts_with("policy: "), "{}", e.message);
+
+    // A policy that answers too late (after the service's policy_timeout).
+    let policy = FakePolicy::serve(&bus, Verdict::Slow);
+    let e = eventually(WAIT, "the slow policy to be asked", || async {
+        let e = wire(call(&bus, &req).await);
+        (!policy.seen().is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(e.code, ErrorCode::Unavailable, "{e:?}");
+    assert!(e.message.contains("no reply within"), "{}", e.message);
+
+    // Even once the late answer (an allow) arrives, nothing was stored.
+    tokio::time::sleep(POLICY_TIMEOUT * 5).await;
+    settle().await;
+    assert!(revoked_events(&bus).await.is_empty());
+    assert_eq!(revocation_rows(&conn).await, 0);
+    assert_eq!(outbox_rows(&conn).await, 0);
+    assert!(!status(&bus, &serial).await.unwrap().revoked);
+    policy.stop();
+    service.stop().await;
+    conn.close().await.ok();
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn status_says_whether_a_serial_is_revoked_without_asking_policy() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    // Migrated before the service starts, so the two never migrate at once.
+    let conn = open_db(db.url()).await;
+    let bus = connect(&nats).await;
+    let policy = FakePolicy::serve(&bus, Verdict::Allow);
+    let service = Running::start(&bus, db.url());
+    let (revoked, kept) = (new_serial(), new_serial());
+    publish(&bus, &issued(&revoked)).await;
+    publish(&bus, &issued(&kept)).await;
+    let done = revoke_when_known(&bus, &request(&revoked, RevocationReason::KeyCompromise)).await;
+    wait_known(&conn, &kept).await;
+    let asked = policy.seen().len();
+
+    // Policy gone: status does not need it.
+    policy.stop();
+    let typed = revoked.to_uppercase();
+    let answer = status(&bus, &typed).await.unwrap();
+    assert_eq!(
+        answer,
+        StatusResponse {
+            serial: revoked.clone(),
+            revoked: true,
+            reason: Some(RevocationReason::KeyCompromise),
+            revoked_at: Some(done.revoked_at),
+        }
+    );
+    // Known but not revoked, and never heard of: not revoked.
+    for serial in [kept.clone(), new_serial()] {
+        let answer = status(&bus, &serial).await.unwrap();
+        assert_eq!(
+            answer,
+            StatusResponse {
+                serial,
+                revoked: false,
+                reason: None,
+                revoked_at: None,
+            }
+        );
+    }
+    // Malformed serials, and unknown fields.
+    for bad in ["xyz", "", &"ab".repeat(21)] {
+        let e = status(&bus, bad).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{bad:?}: {e:?}");
+    }
+    let body = bus
+        .request_raw(
+            REVOCATION_STATUS,
+            Bytes::from(format!(r#"{{"serial":"{kept}","verbose":true}}"#)),
+            CALL,
+        )
+        .await
+        .unwrap();
+    match serde_json::from_slice::<Reply<StatusResponse>>(&body).unwrap() {
+        Reply::Error(e) => assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}"),
+        Reply::Ok(r) => panic!("unknown field accepted: {r:?}"),
+    }
+    assert_eq!(policy.seen().len(), asked, "status asked policy nothing");
+    service.stop().await;
     conn.close().await.ok();
     db.cleanup().await;
 }

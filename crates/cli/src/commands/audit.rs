@@ -1,5 +1,6 @@
 //! `sigil audit`: the policy service's hash-chained audit log — list entries, and
-//! verify that the chain is intact (exit 6 with the first broken link when it is not).
+//! verify that the chain is intact and holds its newest anchor from the event stream
+//! (exit 6 with the first broken link when it is not).
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
@@ -71,7 +72,7 @@ pub async fn run(global: &GlobalArgs, args: AuditArgs) -> Result<(), CliError> {
             let text = if global.json {
                 output::json(&reply)?
             } else {
-                match &reply.broken {
+                let mut text = match &reply.broken {
                     None => format!("audit chain intact: {} entries checked\n", reply.checked),
                     Some(b) => format!(
                         "audit chain BROKEN at seq {}: {} ({}); {} entries checked\n",
@@ -83,7 +84,17 @@ pub async fn run(global: &GlobalArgs, args: AuditArgs) -> Result<(), CliError> {
                         b.detail,
                         reply.checked
                     ),
-                }
+                };
+                text.push_str(&match &reply.anchor {
+                    None => "anchor: none published yet\n".to_owned(),
+                    Some(a) if a.ok => format!(
+                        "anchor: seq {} of {} matches (newest anchor in the event stream)\n",
+                        a.seq,
+                        a.row_at.to_rfc3339()
+                    ),
+                    Some(a) => format!("anchor: seq {} does NOT match\n", a.seq),
+                });
+                text
             };
             output::print(&text)?;
             if reply.ok {

@@ -2,8 +2,10 @@
 //! Sigil, over NATS with storage and events, at a chosen concurrency.
 //!
 //! Every request carries the same pre-made CSR (key generation is the client's job, as
-//! with OpenBao's `pki/sign`, so both sides measure signing + storage) and its own
-//! idempotency key. Reports rate, p50, p90, p99 and max latency.
+//! with OpenBao's `pki/sign`, so both sides measure signing + storage), its own
+//! idempotency key and its own possession proof by the admin credential, made just
+//! before it is sent (so the measured latency includes the policy service verifying
+//! it). Reports rate, p50, p90, p99 and max latency.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,7 +118,7 @@ fn request(csr: &str, n: usize) -> IssueRequest {
         ttl_seconds: 3600,
         csr_pem: Some(csr.to_owned()),
         key_algorithm: None,
-        principal: Some("bench".to_owned()),
+        proof: None,
     }
 }
 
@@ -250,6 +252,7 @@ async fn run_issue(global: &GlobalArgs, b: IssueBench) -> Result<(), CliError> {
             "--count and --concurrency must be positive".to_owned(),
         ));
     }
+    let admin = Arc::new(global.admin()?);
     let bus = global.connect().await?;
     let (csr, _key) = bench_csr()?;
     // The CSR names one host; requests name another, so send SANs from the CSR.
@@ -258,6 +261,7 @@ async fn run_issue(global: &GlobalArgs, b: IssueBench) -> Result<(), CliError> {
     for n in 0..b.warmup {
         let mut req = request(&csr, n);
         req.sans = Sans::default();
+        admin.prove(ISSUER_ISSUE, &mut req)?;
         let _: IssueResponse = bus
             .request(ISSUER_ISSUE, &req, Duration::from_secs(30))
             .await?;
@@ -270,7 +274,8 @@ async fn run_issue(global: &GlobalArgs, b: IssueBench) -> Result<(), CliError> {
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..b.concurrency {
-        let (bus, csr, next, samples, errors, bar) = (
+        let (admin, bus, csr, next, samples, errors, bar) = (
+            admin.clone(),
             bus.clone(),
             csr.clone(),
             next.clone(),
@@ -288,9 +293,13 @@ async fn run_issue(global: &GlobalArgs, b: IssueBench) -> Result<(), CliError> {
                 let mut req = request(&csr, n);
                 req.sans = Sans::default();
                 let t = Instant::now();
-                let r: Result<IssueResponse, _> = bus
-                    .request(ISSUER_ISSUE, &req, Duration::from_secs(30))
-                    .await;
+                let r: Result<IssueResponse, CliError> = match admin.prove(ISSUER_ISSUE, &mut req) {
+                    Ok(()) => bus
+                        .request(ISSUER_ISSUE, &req, Duration::from_secs(30))
+                        .await
+                        .map_err(CliError::from),
+                    Err(e) => Err(e),
+                };
                 let elapsed = t.elapsed();
                 match r {
                     Ok(_) => samples.lock().await.push(elapsed),

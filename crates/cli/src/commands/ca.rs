@@ -69,10 +69,17 @@ pub struct CaInitArgs {
 }
 
 pub async fn run(global: &GlobalArgs, args: CaArgs) -> Result<(), CliError> {
-    let bus = global.connect().await?;
     let resp: CaListResponse = match args.command {
         CaCommand::Rotate(a) => {
-            let req = CaRotateRequest { step: a.step };
+            // Changing the hierarchy is an admin action: the credential is read before
+            // anything goes on the wire.
+            let admin = global.admin()?;
+            let bus = global.connect().await?;
+            let mut req = CaRotateRequest {
+                step: a.step,
+                proof: None,
+            };
+            admin.prove(ISSUER_CA_ROTATE, &mut req)?;
             let resp: CaRotateResponse =
                 bus.request(ISSUER_CA_ROTATE, &req, REQUEST_TIMEOUT).await?;
             let text = if global.json {
@@ -93,6 +100,7 @@ pub async fn run(global: &GlobalArgs, args: CaArgs) -> Result<(), CliError> {
             return output::print(&text);
         }
         CaCommand::Bundle(a) => {
+            let bus = global.connect().await?;
             let bundle: TrustBundle = bus
                 .request(ISSUER_TRUST_BUNDLE, &TrustBundleRequest {}, REQUEST_TIMEOUT)
                 .await?;
@@ -112,15 +120,20 @@ pub async fn run(global: &GlobalArgs, args: CaArgs) -> Result<(), CliError> {
             return output::print(&text);
         }
         CaCommand::Ls => {
+            let bus = global.connect().await?;
             bus.request(ISSUER_CA_LIST, &CaListRequest {}, REQUEST_TIMEOUT)
                 .await?
         }
         CaCommand::Init(a) => {
-            let req = CaInitRequest {
+            let admin = global.admin()?;
+            let bus = global.connect().await?;
+            let mut req = CaInitRequest {
                 kind: a.kind,
                 algorithm: a.algorithm,
                 force: a.force,
+                proof: None,
             };
+            admin.prove(ISSUER_CA_INIT, &mut req)?;
             bus.request(ISSUER_CA_INIT, &req, REQUEST_TIMEOUT).await?
         }
     };

@@ -13,7 +13,7 @@ use sigil_contracts::subjects::ISSUER_ISSUE;
 use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
 
 use crate::commands::{NameArgs, parse_duration, seconds, wire_enum};
-use crate::context::GlobalArgs;
+use crate::context::{GlobalArgs, Prover};
 use crate::error::CliError;
 use crate::output;
 
@@ -29,7 +29,9 @@ pub const KEY_FILE: &str = "key.pem";
 /// Issue a certificate.
 ///
 /// Without --csr the issuer generates the key and returns it once; it is written to
-/// key.pem with mode 0600. With --csr the key never leaves your machine.
+/// key.pem with mode 0600. With --csr the key never leaves your machine. The request is
+/// signed with the admin credential (--admin-cred), or carries a bootstrap token
+/// (--token) that policy limits to its names.
 #[derive(Debug, Clone, Args)]
 #[command(group(
     ArgGroup::new("names").required(true).multiple(true).args(["dns", "ip", "uri", "csr"])
@@ -75,6 +77,16 @@ pub struct IssueArgs {
     /// Overwrite an existing key.pem
     #[arg(long)]
     pub force: bool,
+
+    /// Bootstrap token (from `sigil token create`) proving who asks, instead of the
+    /// admin credential
+    #[arg(
+        long,
+        env = "SIGIL_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// What was written where.
@@ -94,10 +106,14 @@ pub async fn run(global: &GlobalArgs, args: IssueArgs) -> Result<(), CliError> {
             key_path.display()
         )));
     }
+    let prover = match args.token.as_deref().map(str::trim) {
+        Some(token) if !token.is_empty() => Prover::Token(token.to_owned()),
+        _ => global.admin()?,
+    };
     let csr_pem = args.csr.as_deref().map(read_csr).transpose()?;
-    let req = request(&args, csr_pem);
+    let mut req = request(&args, csr_pem);
     let bus = global.connect().await?;
-    let resp = issue(&bus, &req).await?;
+    let resp = issue(&bus, &prover, &mut req).await?;
     let key = match (server_key, resp.private_key_pem.as_deref()) {
         (true, Some(key)) => Some(key),
         (true, None) => {
@@ -137,15 +153,22 @@ pub fn request(args: &IssueArgs, csr_pem: Option<String>) -> IssueRequest {
             args.key_alg
         },
         csr_pem,
-        principal: None,
+        proof: None,
     }
 }
 
-/// Call the issuer, retrying with the same idempotency key when a reply is lost.
-async fn issue(bus: &Bus, req: &IssueRequest) -> Result<IssueResponse, CliError> {
+/// Call the issuer with a fresh proof by `prover`, retrying with the same idempotency
+/// key (and a new proof: a possession proof's nonce is single use) when a reply is
+/// lost. A retry of a request that was issued gets the recorded answer.
+pub async fn issue(
+    bus: &Bus,
+    prover: &Prover,
+    req: &mut IssueRequest,
+) -> Result<IssueResponse, CliError> {
     let mut attempt = 1;
     loop {
-        match bus.request(ISSUER_ISSUE, req, ISSUE_TIMEOUT).await {
+        prover.prove(ISSUER_ISSUE, req)?;
+        match bus.request(ISSUER_ISSUE, &*req, ISSUE_TIMEOUT).await {
             Err(ClientError::TimedOut { .. } | ClientError::Transport { .. })
                 if attempt < ATTEMPTS =>
             {
@@ -365,6 +388,9 @@ mod tests {
         assert_eq!(req.csr_pem, None);
         assert_eq!(args.out, PathBuf::from("."));
         assert!(!args.force);
+        assert_eq!(req.proof, None, "the proof is made just before sending");
+        let args = parse(&["issue", "--dns", "a.web.internal", "--token", "eyJ.x.y"]).unwrap();
+        assert_eq!(args.token.as_deref(), Some("eyJ.x.y"));
     }
 
     #[test]

@@ -8,9 +8,11 @@ pub mod events;
 pub mod issue;
 pub mod ls;
 pub mod policy;
+pub mod renew;
 pub mod revoke;
 pub mod serve;
 pub mod show;
+pub mod token;
 pub mod up;
 pub mod verify;
 

@@ -51,12 +51,10 @@ pub struct ApplyArgs {
     /// Cedar entities JSON: group memberships of principals
     #[arg(long, value_name = "FILE")]
     pub entities: Option<PathBuf>,
-    /// Why this change (stored with the version)
+    /// Why this change (stored with the version; the author recorded is the admin
+    /// whose credential signs the request)
     #[arg(long)]
     pub comment: Option<String>,
-    /// Who applies it, e.g. admin:alice (recorded)
-    #[arg(long = "by", value_name = "PRINCIPAL")]
-    pub applied_by: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -78,10 +76,9 @@ pub struct RollbackArgs {
     /// The version whose policies become active again
     #[arg(value_name = "VERSION")]
     pub number: u64,
+    /// Why (stored with the new version)
     #[arg(long)]
     pub comment: Option<String>,
-    #[arg(long = "by", value_name = "PRINCIPAL")]
-    pub applied_by: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -114,15 +111,23 @@ pub async fn run(global: &GlobalArgs, args: PolicyArgs) -> Result<(), CliError> 
     if let PolicyCommand::Templates(a) = &args.command {
         return templates(a.name.as_deref());
     }
+    // Changing policy is an admin action: read the credential before connecting.
+    let admin = match &args.command {
+        PolicyCommand::Apply(_) | PolicyCommand::Rollback(_) => Some(global.admin()?),
+        _ => None,
+    };
     let bus = global.connect().await?;
     let text = match args.command {
         PolicyCommand::Apply(a) => {
-            let req = ApplyRequest {
+            let mut req = ApplyRequest {
                 policies: read(&a.file)?,
                 entities: a.entities.as_deref().map(read).transpose()?,
                 comment: a.comment,
-                applied_by: a.applied_by,
+                proof: None,
             };
+            if let Some(admin) = &admin {
+                admin.prove(POLICY_APPLY, &mut req)?;
+            }
             let v: PolicyVersion = bus
                 .request(POLICY_APPLY, &req, REQUEST_TIMEOUT)
                 .await
@@ -170,11 +175,14 @@ pub async fn run(global: &GlobalArgs, args: PolicyArgs) -> Result<(), CliError> 
             }
         }
         PolicyCommand::Rollback(a) => {
-            let req = RollbackRequest {
+            let mut req = RollbackRequest {
                 version: a.number,
                 comment: a.comment,
-                applied_by: a.applied_by,
+                proof: None,
             };
+            if let Some(admin) = &admin {
+                admin.prove(POLICY_ROLLBACK, &mut req)?;
+            }
             let v: PolicyVersion = bus.request(POLICY_ROLLBACK, &req, REQUEST_TIMEOUT).await?;
             if global.json {
                 output::json(&v)?

@@ -1,4 +1,5 @@
-//! `sigil revoke`: revoke a certificate.
+//! `sigil revoke`: revoke a certificate, signed with the admin credential (policy lets
+//! admins revoke).
 
 use clap::Args;
 use sigil_contracts::revocation::{RevokeRequest, RevokeResponse};
@@ -32,12 +33,14 @@ fn reason_names() -> Vec<&'static str> {
 }
 
 pub async fn run(global: &GlobalArgs, args: RevokeArgs) -> Result<(), CliError> {
+    let admin = global.admin()?;
     let bus = global.connect().await?;
-    let req = RevokeRequest {
+    let mut req = RevokeRequest {
         serial: args.serial,
         reason: args.reason,
-        principal: None,
+        proof: None,
     };
+    admin.prove(REVOCATION_REVOKE, &mut req)?;
     let resp: RevokeResponse = bus
         .request(REVOCATION_REVOKE, &req, REQUEST_TIMEOUT)
         .await?;

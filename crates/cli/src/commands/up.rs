@@ -1,4 +1,6 @@
-//! `sigil up`: NATS (started if needed) plus all five services in this process.
+//! `sigil up`: NATS (started if needed) plus all five services in this process, and the
+//! admin credential in the data directory ([`crate::admin`]): made on the first start,
+//! renewed when due, ready before the ready line is printed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,7 +12,8 @@ use sigil_telemetry::{Health, Metrics};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::{DEFAULT_NATS_URL, GlobalArgs, NATS_URL_FILE};
+use crate::admin::{self, Outcome};
+use crate::context::{ADMIN_CRED_FILE, DEFAULT_NATS_URL, GlobalArgs, NATS_URL_FILE};
 use crate::error::CliError;
 use crate::local_nats::{self, LocalNats};
 use crate::services::{self, ServiceSettings};
@@ -71,6 +74,44 @@ async fn resolve_nats(global: &GlobalArgs) -> Result<(String, Option<LocalNats>)
     Ok((child.url.clone(), Some(child)))
 }
 
+/// Makes, renews or keeps `<data-dir>/admin.cred` (always the data directory's file:
+/// `--admin-cred` picks what client commands sign with, not what `up` manages).
+async fn admin_credential(
+    global: &GlobalArgs,
+    settings: &ServiceSettings,
+    nats_url: &str,
+) -> Result<Outcome, CliError> {
+    let policy = services::policy_config(settings)?;
+    let bus = Bus::connect(nats_url, "sigil-up").await?;
+    let path = global.data_dir.join(ADMIN_CRED_FILE);
+    admin::ensure(&path, &policy, &bus).await
+}
+
+/// One line about the admin credential, when there is something to say.
+fn report(path: &std::path::Path, outcome: &Outcome) {
+    let path = path.display();
+    match outcome {
+        Outcome::Created { serial, not_after } => println!(
+            "sigil up: admin credential {path} created for {} (serial {serial}, valid until {}; mode 0600)",
+            admin::ADMIN_PRINCIPAL,
+            crate::output::time(*not_after)
+        ),
+        Outcome::Renewed {
+            serial,
+            replaced,
+            not_after,
+        } => println!(
+            "sigil up: admin credential {path} renewed (serial {serial} replaces {replaced}, valid until {})",
+            crate::output::time(*not_after)
+        ),
+        Outcome::Kept { serial, not_after } => println!(
+            "sigil up: admin credential {path} (serial {serial}, valid until {})",
+            crate::output::time(*not_after)
+        ),
+        Outcome::Untouched { reason } => eprintln!("sigil up: warning: {reason}"),
+    }
+}
+
 pub async fn run(global: &GlobalArgs, args: UpArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&global.data_dir).map_err(|e| CliError::io(&global.data_dir, e))?;
     let _telemetry = sigil_telemetry::init("sigil").map_err(|e| CliError::Other(e.to_string()))?;
@@ -128,10 +169,22 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> Result<(), CliError> {
             health.report()
         )));
     }
+    let admin = match admin_credential(global, &settings, &nats_url).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            shutdown.cancel();
+            services::drain(tasks).await;
+            if let Some(child) = child {
+                child.stop().await;
+            }
+            return Err(e);
+        }
+    };
     println!(
         "sigil up: 5 services ready · nats {nats_url} · http http://{http_addr} · data {}",
         global.data_dir.display()
     );
+    report(&global.data_dir.join(ADMIN_CRED_FILE), &admin);
     let result = services::supervise(tasks, shutdown).await;
     if let Some(child) = child {
         child.stop().await;

@@ -26,7 +26,7 @@ impl Drop for Running {
 }
 
 /// `sigil --data-dir DATA --nats NATS ARGS…`, with the environment that could point
-/// it elsewhere removed.
+/// it elsewhere (or sign with something else) removed.
 pub fn command(data: &Path, nats: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
     cmd.arg("--data-dir")
@@ -35,7 +35,9 @@ pub fn command(data: &Path, nats: &str, args: &[&str]) -> Command {
         .args(args)
         .env_remove("SIGIL_NATS_URL")
         .env_remove("SIGIL_DATABASE_URL")
-        .env_remove("SIGIL_POLICY_FILE");
+        .env_remove("SIGIL_POLICY_FILE")
+        .env_remove("SIGIL_ADMIN_CRED")
+        .env_remove("SIGIL_TOKEN");
     cmd
 }
 
@@ -83,6 +85,20 @@ pub fn start_up(data: &Path, nats: &str, extra: &[&str]) -> (Running, String) {
         .expect("sigil up printed its ready line");
     assert!(line.starts_with("sigil up: 5 services ready"), "{line}");
     (Running(child), line)
+}
+
+/// Runs `sigil ARGS…` while it exits 7 (unauthenticated), for at most 30 s: the policy
+/// service learns a new certificate's principal from its `identity.issued` event a
+/// moment after issuance, and refuses proofs by it until then. Returns the last output.
+pub fn until_known(data: &Path, nats: &str, args: &[&str]) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = sigil(data, nats, args);
+        if o.status.code() != Some(7) || Instant::now() > deadline {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Starts a long-running `sigil ARGS…` (e.g. `serve policy`) with its output dropped.

@@ -1,17 +1,24 @@
 //! Shared by the issuer's integration tests (`mod common;`): a real nats-server with a
 //! connected bus, a throwaway database and data directory, a policy responder on the
 //! bus, and issuers started on all of that and stopped again.
+//!
+//! The fake policies authenticate nobody (the policy service does, and is tested on
+//! its own); they name the principal after the proof they were passed
+//! ([`principal_of`]), so a test can tell that the issuer forwarded the proof and
+//! records the principal of the decision.
 #![allow(
     dead_code,
     reason = "each test binary uses its own part of this module"
 )]
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use sigil_bus::service::Router;
 use sigil_bus::{Bus, Runtime};
 use sigil_contracts::WireError;
+use sigil_contracts::auth::{AuthMethod, Proof};
 use sigil_contracts::issuer::{CaListRequest, CaListResponse, IssueResponse};
 use sigil_contracts::policy::{Constraints, Decision, EvaluateRequest};
 use sigil_contracts::subjects::{ISSUER_CA_LIST, ISSUER_ISSUE, POLICY_EVALUATE, Service};
@@ -25,6 +32,43 @@ use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Principal the fake policies name for a possession proof.
+pub const PROVEN_ADMIN: &str = "admin:proven";
+
+/// The principal a fake policy names for `proof`: `anonymous` without one,
+/// `workload:<token>` for a token (the token's text stands for its subject),
+/// [`PROVEN_ADMIN`] for a possession proof.
+pub fn principal_of(proof: Option<&Proof>) -> String {
+    match proof {
+        None => "anonymous".to_owned(),
+        Some(Proof::Token { token }) => format!("workload:{token}"),
+        Some(Proof::Possession(_)) => PROVEN_ADMIN.to_owned(),
+    }
+}
+
+/// A decision about `req` as the policy service shapes it: the principal from the
+/// proof ([`principal_of`]), how it was authenticated, the action decided.
+pub fn decision(
+    req: &EvaluateRequest,
+    allowed: bool,
+    reasons: Vec<String>,
+    ttl_seconds: i64,
+    policy_version: &str,
+) -> Decision {
+    Decision {
+        allowed,
+        reasons,
+        constraints: Constraints {
+            ttl_seconds,
+            ttl_clamped: ttl_seconds < req.ttl_seconds,
+        },
+        policy_version: policy_version.to_owned(),
+        principal: principal_of(req.proof.as_ref()),
+        authenticated_by: req.proof.as_ref().map_or(AuthMethod::None, Proof::method),
+        action: Some(req.action),
+    }
+}
+
 /// A policy that allows every request with the lifetime asked for, reporting
 /// `version` as its policy version.
 pub fn allow_all(version: &str) -> Router {
@@ -32,20 +76,63 @@ pub fn allow_all(version: &str) -> Router {
     Router::new(Service::Policy, "allow-all policy for issuer tests").route(
         POLICY_EVALUATE,
         move |req: EvaluateRequest| {
-            let policy_version = version.clone();
-            async move {
-                Ok::<_, WireError>(Decision {
-                    allowed: true,
-                    reasons: vec![],
-                    constraints: Constraints {
-                        ttl_seconds: req.ttl_seconds,
-                        ttl_clamped: false,
-                    },
-                    policy_version,
-                })
-            }
+            let decided = decision(&req, true, vec![], req.ttl_seconds, &version);
+            async move { Ok::<_, WireError>(decided) }
         },
     )
+}
+
+/// What a [`FakePolicy`] answers.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// Allowed, with the lifetime asked for.
+    Allow,
+    /// Not allowed, for these reasons.
+    Deny(Vec<String>),
+    /// The proof is refused: an `unauthenticated` error with this message.
+    Unauthenticated(String),
+}
+
+/// A policy whose answer the test sets, and which keeps every request it was asked.
+#[derive(Debug, Clone)]
+pub struct FakePolicy {
+    verdict: Arc<Mutex<Verdict>>,
+    seen: Arc<Mutex<Vec<EvaluateRequest>>>,
+}
+
+impl FakePolicy {
+    /// The fake, and the router to serve it with (see [`Base::launch`]).
+    pub fn new(verdict: Verdict) -> (FakePolicy, Router) {
+        let fake = FakePolicy {
+            verdict: Arc::new(Mutex::new(verdict)),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let served = fake.clone();
+        let router = Router::new(Service::Policy, "scripted policy for issuer tests").route(
+            POLICY_EVALUATE,
+            move |req: EvaluateRequest| {
+                served.seen.lock().unwrap().push(req.clone());
+                let verdict = served.verdict.lock().unwrap().clone();
+                let reply = match verdict {
+                    Verdict::Allow => Ok(decision(&req, true, vec![], req.ttl_seconds, "fake")),
+                    Verdict::Deny(reasons) => Ok(decision(&req, false, reasons, 0, "fake")),
+                    Verdict::Unauthenticated(message) => Err(WireError::unauthenticated(message)),
+                };
+                async move { reply }
+            },
+        );
+        (fake, router)
+    }
+
+    /// Answer `verdict` from now on.
+    pub fn set(&self, verdict: Verdict) {
+        *self.verdict.lock().unwrap() = verdict;
+    }
+
+    /// Every request evaluated so far, oldest first.
+    pub fn seen(&self) -> Vec<EvaluateRequest> {
+        self.seen.lock().unwrap().clone()
+    }
 }
 
 /// What every issuer test runs on: nats-server, a bus client, a database and a data

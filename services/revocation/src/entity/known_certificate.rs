@@ -14,6 +14,16 @@ pub struct Model {
     pub not_after: ChronoDateTimeUtc,
     /// When the `identity.issued` event was applied.
     pub recorded_at: ChronoDateTimeUtc,
+    /// Profile (`tls-server`, …): with the names below, what policy is told about the
+    /// certificate when someone asks to revoke it. `None` in rows recorded before
+    /// migration m0002, as are the next three.
+    pub profile: Option<String>,
+    /// Subject alternative names ([`sigil_contracts::types::Sans`] as JSON).
+    pub sans: Option<Json>,
+    /// Subject key algorithm as named on the wire (`ecdsa-p256`, …).
+    pub key_algorithm: Option<String>,
+    /// Kind of the CA that signed (`classical`, `hybrid`, …).
+    pub ca_kind: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,317 @@
+//! Requester authentication: the proof every issue, renew, revoke and admin request
+//! carries, and the bootstrap tokens the policy service mints.
+//!
+//! A request names no principal of its own. It carries a [`Proof`], and the policy
+//! service establishes the principal from it:
+//! - [`Proof::Token`]: a bootstrap token (a JWT minted by `sigil.policy.v1.token_create`)
+//!   for a first identity. It names the principal (`sub`) and the names it may ask for
+//!   (`sigil_for`), expires, and may be used at most `sigil_uses` times across every
+//!   replica.
+//! - [`Proof::Possession`]: the request signed by the private key of a credential Sigil
+//!   issued, with that credential's chain attached. The principal is the one the
+//!   credential was issued to. An admin credential proves an admin; any other
+//!   credential may only renew itself (the same names).
+//!
+//! What is signed ([`proof_message`]) binds the operation (the endpoint's subject), the
+//! time, a single-use nonce and the SHA-256 of the request without its proof
+//! ([`CarriesProof::digest`]), so a proof cannot be moved to another request, replayed
+//! or kept for later.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Domain separation of possession proofs; part of every signed message.
+pub const PROOF_CONTEXT: &str = "sigil-proof-v1";
+/// How far a possession proof's `signed_at` may be from the verifier's clock.
+pub const MAX_PROOF_SKEW_SECONDS: i64 = 300;
+/// Longest lifetime a bootstrap token may be given (30 days).
+pub const MAX_TOKEN_TTL_SECONDS: i64 = 30 * 24 * 3600;
+/// Most uses a bootstrap token may be given.
+pub const MAX_TOKEN_USES: u32 = 10_000;
+/// Issuer (`iss`) of Sigil's bootstrap tokens.
+pub const TOKEN_ISSUER: &str = "sigil-policy";
+/// Audience (`aud`) of Sigil's bootstrap tokens.
+pub const TOKEN_AUDIENCE: &str = "sigil";
+
+/// The proof a request carries of who sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Proof {
+    /// A bootstrap token (compact JWS).
+    Token { token: String },
+    /// The request signed with the key of a credential Sigil issued.
+    Possession(PossessionProof),
+}
+
+impl Proof {
+    /// How this proof authenticates, for logs and policy (`context.authenticated_by`).
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Proof::Token { .. } => AuthMethod::Token,
+            Proof::Possession(_) => AuthMethod::Credential,
+        }
+    }
+}
+
+/// Proof of possession of a credential's private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PossessionProof {
+    /// The credential (leaf first) and its issuing CAs, PEM. Roots may be left out.
+    pub chain_pem: Vec<String>,
+    /// When the proof was made; refused beyond [`MAX_PROOF_SKEW_SECONDS`] either side.
+    pub signed_at: DateTime<Utc>,
+    /// Random, single use (16 to 64 characters, URL-safe).
+    pub nonce: String,
+    /// Base64 (standard, padded) signature over [`proof_message`] by the credential's
+    /// key, in the algorithm of its public key: ECDSA (DER, SHA-256 for P-256, SHA-384
+    /// for P-384), Ed25519, RSA PKCS#1 v1.5 SHA-256, ML-DSA (empty context) or composite
+    /// ML-DSA (draft -19, empty context).
+    pub signature: String,
+    /// Base64 ML-DSA signature (empty context) over the same message by the key in the
+    /// credential's subjectAltPublicKeyInfo (2.5.29.72). Required when the credential has
+    /// one, so a hybrid credential is proven by both of its keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alt_signature: Option<String>,
+}
+
+/// How a requester was authenticated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// No proof: the requester is `anonymous`.
+    #[default]
+    None,
+    /// A bootstrap token.
+    Token,
+    /// Possession of a credential Sigil issued.
+    Credential,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Token => "token",
+            AuthMethod::Credential => "credential",
+        }
+    }
+}
+
+/// A request type that carries a [`Proof`].
+pub trait CarriesProof: Serialize + Clone {
+    fn proof(&self) -> Option<&Proof>;
+    fn proof_mut(&mut self) -> &mut Option<Proof>;
+
+    /// SHA-256 (lowercase hex) of the request's JSON with its proof removed: what a
+    /// possession proof signs, and what a verifier recomputes. Both sides serialize the
+    /// same contract type, so the bytes agree.
+    fn digest(&self) -> String {
+        let mut bare = self.clone();
+        *bare.proof_mut() = None;
+        // Serializing a contract type to a Vec cannot fail (no maps with non-string keys).
+        let bytes = serde_json::to_vec(&bare).unwrap_or_default();
+        hex_lower(&Sha256::digest(&bytes))
+    }
+}
+
+/// The message a possession proof signs:
+/// `sigil-proof-v1 NUL operation NUL signed_at NUL nonce NUL digest`, where `operation`
+/// is the endpoint's subject (e.g. `sigil.issuer.v1.issue`) and `signed_at` is RFC 3339
+/// with seconds precision in UTC (`2026-11-24T15:00:00Z`).
+pub fn proof_message(
+    operation: &str,
+    signed_at: DateTime<Utc>,
+    nonce: &str,
+    digest: &str,
+) -> Vec<u8> {
+    let at = signed_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+    [PROOF_CONTEXT, operation, at.as_str(), nonce, digest]
+        .join("\0")
+        .into_bytes()
+}
+
+/// True when `nonce` is 16 to 64 URL-safe characters (`A-Z a-z 0-9 - _`).
+pub fn valid_nonce(nonce: &str) -> bool {
+    (16..=64).contains(&nonce.len())
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Claims of a bootstrap token (a JWT, HS256, signed by the policy service's token key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenClaims {
+    /// Always [`TOKEN_ISSUER`].
+    pub iss: String,
+    /// Always [`TOKEN_AUDIENCE`].
+    pub aud: String,
+    /// The principal the token authenticates, `type:id` (e.g. `workload:web`).
+    pub sub: String,
+    /// Token id: single-use bookkeeping is keyed by it.
+    pub jti: String,
+    /// Issued at, nbf and exp: seconds since the epoch.
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    /// Name patterns the token may ask for ([`name_matches`]); every requested name must
+    /// match one.
+    pub sigil_for: Vec<String>,
+    /// How many requests may use it.
+    pub sigil_uses: u32,
+}
+
+/// True when `name` matches `pattern`: equal (ASCII case-insensitive), or `pattern`
+/// contains `*` wildcards that each stand for any run of characters, e.g.
+/// `*.web.internal`, `spiffe://prod.example/ns/web/*`, `10.1.*`.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    let p = pattern.to_ascii_lowercase();
+    let n = name.to_ascii_lowercase();
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == n;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !n.starts_with(first) || n.len() < first.len() + last.len() || !n.ends_with(last) {
+        return false;
+    }
+    let mut rest = &n[first.len()..n.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// `sigil.policy.v1.token_create` request (admin only): mint a bootstrap token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateRequest {
+    /// Principal the token authenticates, `type:id` with type `workload`, `agent`,
+    /// `service` or `admin`.
+    pub principal: String,
+    /// Name patterns it may ask for (at least one), e.g. `*.web.internal`.
+    pub names: Vec<String>,
+    /// Lifetime in seconds, 1 to [`MAX_TOKEN_TTL_SECONDS`].
+    pub ttl_seconds: i64,
+    /// Uses, 1 to [`MAX_TOKEN_USES`].
+    #[serde(default = "one")]
+    pub uses: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl CarriesProof for TokenCreateRequest {
+    fn proof(&self) -> Option<&Proof> {
+        self.proof.as_ref()
+    }
+    fn proof_mut(&mut self) -> &mut Option<Proof> {
+        &mut self.proof
+    }
+}
+
+/// `sigil.policy.v1.token_create` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateResponse {
+    /// The token (compact JWS): a secret; give it to the one workload it is for.
+    pub token: String,
+    /// Its id (`jti`), as recorded in the audit log.
+    pub id: String,
+    pub principal: String,
+    pub names: Vec<String>,
+    pub uses: u32,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_names() {
+        assert!(name_matches("web.internal", "WEB.internal"));
+        assert!(!name_matches("web.internal", "api.internal"));
+        assert!(name_matches("*.web.internal", "a.web.internal"));
+        assert!(!name_matches("*.web.internal", "web.internal"));
+        assert!(!name_matches("*.web.internal", "a.web.internal.evil"));
+        assert!(name_matches(
+            "spiffe://td/ns/web/*",
+            "spiffe://td/ns/web/sa/frontend"
+        ));
+        assert!(!name_matches(
+            "spiffe://td/ns/web/*",
+            "spiffe://td/ns/api/x"
+        ));
+        assert!(name_matches("10.1.*.7", "10.1.200.7"));
+        assert!(!name_matches("a*b*c", "acb"));
+        assert!(name_matches("a*b*c", "aXbYc"));
+        assert!(name_matches("*", "anything"));
+    }
+
+    #[test]
+    fn proof_message_binds_every_part() {
+        let at = DateTime::parse_from_rfc3339("2026-11-24T15:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap();
+        let m = proof_message("sigil.issuer.v1.issue", at, "nonce-0123456789ab", "ab");
+        let expected: Vec<u8> = [
+            "sigil-proof-v1",
+            "sigil.issuer.v1.issue",
+            "2026-11-24T15:00:00Z",
+            "nonce-0123456789ab",
+            "ab",
+        ]
+        .join("\u{0}")
+        .into_bytes();
+        assert_eq!(m, expected);
+        assert_eq!(m.iter().filter(|b| **b == 0).count(), 4);
+        assert_ne!(
+            m,
+            proof_message("sigil.revocation.v1.revoke", at, "nonce-0123456789ab", "ab")
+        );
+    }
+
+    #[test]
+    fn nonces_are_bounded_and_url_safe() {
+        assert!(valid_nonce("0123456789abcdef"));
+        assert!(!valid_nonce("short"));
+        assert!(!valid_nonce("0123456789abcdef/"));
+        assert!(!valid_nonce(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn digest_ignores_the_proof() {
+        let mut req = TokenCreateRequest {
+            principal: "workload:web".into(),
+            names: vec!["web.internal".into()],
+            ttl_seconds: 60,
+            uses: 1,
+            proof: None,
+        };
+        let bare = req.digest();
+        assert_eq!(bare.len(), 64);
+        req.proof = Some(Proof::Token { token: "x".into() });
+        assert_eq!(req.digest(), bare);
+        req.ttl_seconds = 61;
+        assert_ne!(req.digest(), bare);
+    }
+}

@@ -1,0 +1,439 @@
+//! Possession proofs: a request signed by the key of a credential Sigil issued.
+//!
+//! [`PossessionVerifier::verify`] accepts a proof only when all of these hold, checked
+//! cheapest first so a flood of junk costs little:
+//!
+//! 1. the nonce is well formed and `signed_at` is within
+//!    [`MAX_PROOF_SKEW_SECONDS`] of our clock (a captured proof is useless soon after);
+//! 2. the chain parses and the leaf's key(s) signed
+//!    [`proof_message`]`(operation, signed_at, nonce, digest)`, so the proof is bound to
+//!    this endpoint and this request body ([`sigil_pki::proof::verify_possession`]; a
+//!    hybrid leaf must be proven by both of its keys);
+//! 3. the chain verifies to the issuer's *current* trust bundle at `now` (every
+//!    signature, including alternative and composite ones, and every validity period,
+//!    via [`sigil_pki::verify_chain`]). The bundle is cached; when a chain does not
+//!    verify against the cached one it is fetched again once, as the CA may have
+//!    rotated since (`ca.bundle_changed` also clears the cache:
+//!    [`PossessionVerifier::invalidate_bundle`]);
+//! 4. the credential's issuance was recorded here (from `identity.issued`,
+//!    [`record_issued`]): that record names the principal it was issued to;
+//! 5. the revocation service says it is not revoked (asked every time: revocation
+//!    must take effect at once);
+//! 6. the nonce was not seen before (recorded in the [`UseLedger`]).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait};
+use sigil_bus::Bus;
+use sigil_contracts::auth::{
+    AuthMethod, MAX_PROOF_SKEW_SECONDS, PossessionProof, proof_message, valid_nonce,
+};
+use sigil_contracts::event::IdentityIssued;
+use sigil_contracts::issuer::{TrustBundle, TrustBundleRequest};
+use sigil_contracts::normalize_serial;
+use sigil_contracts::revocation::{StatusRequest, StatusResponse};
+use sigil_contracts::subjects::{ISSUER_TRUST_BUNDLE, REVOCATION_STATUS};
+use sigil_contracts::types::Profile;
+use sigil_pki::verify::MAX_PATH_LEN;
+use sigil_pki::{SignatureKind, VerifyReport};
+
+use super::ledger::UseLedger;
+use super::{AuthError, Grant, Requester};
+
+pub use super::migration::CreateCredentials;
+
+/// Prefix of the principals whose credentials prove an administrator.
+pub const ADMIN_PREFIX: &str = "admin:";
+
+/// The `credentials` table: who each issued credential belongs to.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "credentials")]
+    pub struct Model {
+        /// Serial, lowercase hex ([`sigil_contracts::normalize_serial`]).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub serial: String,
+        /// The principal it was issued to (`identity.issued` `requested_by`).
+        pub principal: String,
+        pub not_after: ChronoDateTimeUtc,
+        /// The intermediate that signed it, when the event named it.
+        pub issuer_ca_id: Option<String>,
+        /// When this service recorded it.
+        pub recorded_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Record an issued credential (serial → principal) inside the audit consumer's
+/// transaction. Insert-or-ignore by serial, so a redelivered event changes nothing.
+pub async fn record_issued(txn: &DatabaseTransaction, event: &IdentityIssued) -> Result<(), DbErr> {
+    let serial =
+        normalize_serial(&event.facts.serial).unwrap_or_else(|| event.facts.serial.clone());
+    let row = entity::ActiveModel {
+        serial: Set(serial),
+        principal: Set(event.requested_by.clone()),
+        not_after: Set(event.facts.not_after.trunc_subsecs(6)),
+        issuer_ca_id: Set(event.issuer_ca_id.clone()),
+        // Bookkeeping only; never compared with proof or certificate times.
+        recorded_at: Set(Utc::now().trunc_subsecs(6)),
+    };
+    let insert = entity::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(entity::Column::Serial)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await;
+    match insert {
+        Ok(_) | Err(DbErr::RecordNotInserted) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The principal credential `serial` (normalized hex) was issued to, if recorded.
+pub async fn recorded_principal(
+    db: &DatabaseConnection,
+    serial: &str,
+) -> Result<Option<String>, DbErr> {
+    Ok(entity::Entity::find_by_id(serial.to_owned())
+        .one(db)
+        .await?
+        .map(|m| m.principal))
+}
+
+/// The issuer's trust bundle as DER.
+#[derive(Debug)]
+struct Bundle {
+    roots: Vec<Vec<u8>>,
+    intermediates: Vec<Vec<u8>>,
+}
+
+impl Bundle {
+    fn from_wire(bundle: &TrustBundle) -> Result<Bundle, AuthError> {
+        let decode = |list: &[String], what: &str| {
+            list.iter()
+                .enumerate()
+                .map(|(i, pem)| {
+                    sigil_pki::pem::decode(pem, &["CERTIFICATE"]).map_err(|e| {
+                        AuthError::Unavailable(format!(
+                            "the issuer's trust bundle has a bad {what} #{}: {e}",
+                            i + 1
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let roots = decode(&bundle.roots, "root")?;
+        if roots.is_empty() {
+            return Err(AuthError::Unavailable(
+                "the issuer's trust bundle holds no root".into(),
+            ));
+        }
+        Ok(Bundle {
+            roots,
+            intermediates: decode(&bundle.intermediates, "intermediate")?,
+        })
+    }
+}
+
+/// Verifies possession proofs (see the module docs). One per replica.
+#[derive(Debug)]
+pub struct PossessionVerifier {
+    bus: Bus,
+    db: DatabaseConnection,
+    ledger: Arc<UseLedger>,
+    request_timeout: Duration,
+    bundle: RwLock<Option<Arc<Bundle>>>,
+}
+
+impl PossessionVerifier {
+    /// A verifier asking the issuer and the revocation service over `bus` (each call
+    /// bounded by `request_timeout`), reading `credentials` from `db` and recording
+    /// nonces in `ledger`.
+    pub fn new(
+        bus: Bus,
+        db: DatabaseConnection,
+        ledger: Arc<UseLedger>,
+        request_timeout: Duration,
+    ) -> Self {
+        PossessionVerifier {
+            bus,
+            db,
+            ledger,
+            request_timeout,
+            bundle: RwLock::new(None),
+        }
+    }
+
+    /// Forget the cached trust bundle (on `ca.bundle_changed`); the next proof fetches it.
+    pub fn invalidate_bundle(&self) {
+        match self.bundle.write() {
+            Ok(mut b) => *b = None,
+            Err(poisoned) => *poisoned.into_inner() = None,
+        }
+    }
+
+    /// Verify `proof` for a request to `operation` whose digest
+    /// ([`sigil_contracts::auth::CarriesProof::digest`]) is `digest`, at `now`. With
+    /// `consume = false` (dry runs) every check is made but the nonce is not recorded.
+    pub async fn verify(
+        &self,
+        proof: &PossessionProof,
+        operation: &str,
+        digest: &str,
+        now: DateTime<Utc>,
+        consume: bool,
+    ) -> Result<Requester, AuthError> {
+        if operation.is_empty() || digest.is_empty() {
+            return Err(AuthError::WrongRequest(
+                "a possession proof needs the operation and the request digest it was made for"
+                    .into(),
+            ));
+        }
+        // 1. Nonce and time.
+        if !valid_nonce(&proof.nonce) {
+            return Err(AuthError::Malformed(
+                "nonce must be 16 to 64 URL-safe characters".into(),
+            ));
+        }
+        let skew = (now - proof.signed_at).num_seconds();
+        if skew.abs() > MAX_PROOF_SKEW_SECONDS {
+            return Err(AuthError::Expired(format!(
+                "proof signed at {} is {}s {} this service's clock ({}); at most {MAX_PROOF_SKEW_SECONDS}s are allowed",
+                proof.signed_at.to_rfc3339(),
+                skew.abs(),
+                if skew > 0 { "behind" } else { "ahead of" },
+                now.to_rfc3339()
+            )));
+        }
+
+        // 2. Chain syntax and the signature(s) over this request.
+        let chain = parse_chain(&proof.chain_pem)?;
+        let (leaf, presented) = chain
+            .split_first()
+            .ok_or_else(|| AuthError::Malformed("the proof carries no certificate".into()))?;
+        let facts = sigil_pki::certificate_facts(leaf, Profile::TlsClient)
+            .map_err(|e| AuthError::Malformed(format!("credential certificate: {e}")))?;
+        let serial = facts.serial.clone();
+        let signature = decode_b64(&proof.signature, "signature")?;
+        let alt = proof
+            .alt_signature
+            .as_deref()
+            .map(|s| decode_b64(s, "alt_signature"))
+            .transpose()?;
+        let message = proof_message(operation, proof.signed_at, &proof.nonce, digest);
+        sigil_pki::proof::verify_possession(leaf, &message, &signature, alt.as_deref()).map_err(
+            |e| {
+                AuthError::BadSignature(format!(
+                    "the proof does not verify for {operation} with this request ({e}): it was made for another request or by another key"
+                ))
+            },
+        )?;
+
+        // 3. Trust: the current bundle, refetched once when the cached one fails.
+        let (bundle, fresh) = self.bundle(false).await?;
+        let mut report = check_chain(leaf, presented, &bundle, now);
+        if !report.ok && !fresh && !only_validity_failed(&report) {
+            let (bundle, _) = self.bundle(true).await?;
+            report = check_chain(leaf, presented, &bundle, now);
+        }
+        if !report.ok {
+            let failed = failures(&report);
+            return Err(if only_validity_failed(&report) {
+                AuthError::Expired(format!("credential {serial}: {failed}"))
+            } else {
+                AuthError::UntrustedChain(format!(
+                    "credential {serial} does not chain to Sigil's current trust bundle: {failed}"
+                ))
+            });
+        }
+
+        // 4. Whose it is.
+        let principal = recorded_principal(&self.db, &serial)
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("policy database: {e}")))?
+            .ok_or_else(|| {
+                AuthError::UnknownCredential(format!(
+                    "credential {serial} is not recorded here yet (issuances arrive asynchronously); retry shortly"
+                ))
+            })?;
+
+        // 5. Not revoked.
+        let status: StatusResponse = self
+            .bus
+            .request(
+                REVOCATION_STATUS,
+                &StatusRequest {
+                    serial: serial.clone(),
+                },
+                self.request_timeout,
+            )
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("revocation status of {serial}: {e}")))?;
+        if status.revoked {
+            let reason = status
+                .reason
+                .map(|r| format!(" ({})", r.as_str()))
+                .unwrap_or_default();
+            let at = status
+                .revoked_at
+                .map(|t| format!(" at {}", t.to_rfc3339()))
+                .unwrap_or_default();
+            return Err(AuthError::Revoked(format!(
+                "credential {serial} was revoked{at}{reason}"
+            )));
+        }
+
+        // 6. Single use.
+        if consume {
+            self.ledger.consume_nonce(&serial, &proof.nonce).await?;
+        }
+
+        let names = facts
+            .sans
+            .dns
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .chain(facts.sans.ip.iter().map(ToString::to_string))
+            .chain(facts.sans.uri.iter().cloned())
+            .collect();
+        let admin = principal.starts_with(ADMIN_PREFIX);
+        Ok(Requester {
+            principal,
+            method: AuthMethod::Credential,
+            grant: Grant::Credential {
+                serial,
+                names,
+                admin,
+            },
+        })
+    }
+
+    /// The trust bundle: the cached one unless `refresh` (or none is cached). Answers
+    /// whether it was fetched just now.
+    async fn bundle(&self, refresh: bool) -> Result<(Arc<Bundle>, bool), AuthError> {
+        if !refresh {
+            let cached = match self.bundle.read() {
+                Ok(b) => b.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            };
+            if let Some(b) = cached {
+                return Ok((b, false));
+            }
+        }
+        let wire: TrustBundle = self
+            .bus
+            .request(
+                ISSUER_TRUST_BUNDLE,
+                &TrustBundleRequest {},
+                self.request_timeout,
+            )
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("issuer trust bundle: {e}")))?;
+        let bundle = Arc::new(Bundle::from_wire(&wire)?);
+        tracing::debug!(
+            version = wire.version,
+            roots = bundle.roots.len(),
+            intermediates = bundle.intermediates.len(),
+            "trust bundle fetched for possession proofs"
+        );
+        match self.bundle.write() {
+            Ok(mut b) => *b = Some(bundle.clone()),
+            Err(poisoned) => *poisoned.into_inner() = Some(bundle.clone()),
+        }
+        Ok((bundle, true))
+    }
+}
+
+/// The presented chain as DER, leaf first; at most [`MAX_PATH_LEN`] certificates.
+fn parse_chain(chain_pem: &[String]) -> Result<Vec<Vec<u8>>, AuthError> {
+    if chain_pem.is_empty() {
+        return Err(AuthError::Malformed(
+            "the proof carries no certificate".into(),
+        ));
+    }
+    if chain_pem.len() > MAX_PATH_LEN {
+        return Err(AuthError::Malformed(format!(
+            "the proof carries {} certificates, more than {MAX_PATH_LEN}",
+            chain_pem.len()
+        )));
+    }
+    chain_pem
+        .iter()
+        .enumerate()
+        .map(|(i, pem)| {
+            let der = sigil_pki::pem::decode(pem, &["CERTIFICATE"])
+                .map_err(|e| AuthError::Malformed(format!("chain certificate #{}: {e}", i + 1)))?;
+            // Parsed here too, so junk is "malformed" rather than a failed signature.
+            sigil_pki::certificate_facts(&der, Profile::TlsClient)
+                .map_err(|e| AuthError::Malformed(format!("chain certificate #{}: {e}", i + 1)))?;
+            Ok(der)
+        })
+        .collect()
+}
+
+fn decode_b64(text: &str, what: &str) -> Result<Vec<u8>, AuthError> {
+    STANDARD
+        .decode(text.as_bytes())
+        .map_err(|e| AuthError::Malformed(format!("{what} is not base64: {e}")))
+}
+
+/// Leaf through the presented certificates and the bundle's intermediates to one of
+/// the bundle's roots. A root the requester attached is only an intermediate here:
+/// trust comes from the bundle alone.
+fn check_chain(
+    leaf: &[u8],
+    presented: &[Vec<u8>],
+    bundle: &Bundle,
+    now: DateTime<Utc>,
+) -> VerifyReport {
+    let intermediates: Vec<Vec<u8>> = presented
+        .iter()
+        .chain(bundle.intermediates.iter())
+        .cloned()
+        .collect();
+    sigil_pki::verify_chain(leaf, &intermediates, &bundle.roots, now)
+}
+
+/// The path was built to a root and only validity periods failed.
+fn only_validity_failed(report: &VerifyReport) -> bool {
+    let mut failed = report.checks.iter().filter(|c| !c.ok).peekable();
+    failed.peek().is_some() && failed.all(|c| c.kind == SignatureKind::Validity)
+}
+
+/// The failed checks, one clause each.
+fn failures(report: &VerifyReport) -> String {
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| {
+            format!(
+                "{} check of {} failed{}",
+                c.kind,
+                c.subject,
+                c.detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if failed.is_empty() {
+        "no path to a trusted root".to_owned()
+    } else {
+        failed.join("; ")
+    }
+}
