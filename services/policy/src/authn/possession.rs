@@ -21,7 +21,8 @@
 //!    must take effect at once);
 //! 6. the nonce was not seen before (recorded in the [`UseLedger`]).
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -29,6 +30,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait};
+use sha2::{Digest, Sha256};
 use sigil_bus::Bus;
 use sigil_contracts::auth::{
     AuthMethod, MAX_PROOF_SKEW_SECONDS, PossessionProof, proof_message, valid_nonce,
@@ -38,7 +40,7 @@ use sigil_contracts::issuer::{TrustBundle, TrustBundleRequest};
 use sigil_contracts::normalize_serial;
 use sigil_contracts::revocation::{StatusRequest, StatusResponse};
 use sigil_contracts::subjects::{ISSUER_TRUST_BUNDLE, REVOCATION_STATUS};
-use sigil_contracts::types::Profile;
+use sigil_contracts::types::{CertificateFacts, Profile};
 use sigil_pki::verify::MAX_PATH_LEN;
 use sigil_pki::{SignatureKind, VerifyReport};
 
@@ -118,7 +120,49 @@ pub async fn recorded_principal(
 struct Bundle {
     roots: Vec<Vec<u8>>,
     intermediates: Vec<Vec<u8>>,
+    /// When every certificate of the bundle is valid (a chain verified against the
+    /// bundle is cached only inside this window).
+    valid: Window,
 }
+
+/// A validity window: the latest notBefore and the earliest notAfter of a set of
+/// certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+}
+
+impl Window {
+    const ALWAYS: Window = Window {
+        from: DateTime::<Utc>::MIN_UTC,
+        until: DateTime::<Utc>::MAX_UTC,
+    };
+
+    fn narrow(self, not_before: DateTime<Utc>, not_after: DateTime<Utc>) -> Window {
+        Window {
+            from: self.from.max(not_before),
+            until: self.until.min(not_after),
+        }
+    }
+
+    fn contains(self, now: DateTime<Utc>) -> bool {
+        self.from <= now && now <= self.until
+    }
+}
+
+/// A chain that verified against a bundle: while that bundle is current and every
+/// certificate involved is valid, the chain verifies again (path validation depends
+/// only on the certificates, the anchors and the time), so the CA signatures need not
+/// be checked again. The proof's own signature always is.
+#[derive(Debug, Clone)]
+struct Verified {
+    bundle: Arc<Bundle>,
+    valid: Window,
+}
+
+/// Most chains and principals remembered; the caches are cleared when full.
+const MAX_REMEMBERED: usize = 10_000;
 
 impl Bundle {
     fn from_wire(bundle: &TrustBundle) -> Result<Bundle, AuthError> {
@@ -141,9 +185,23 @@ impl Bundle {
                 "the issuer's trust bundle holds no root".into(),
             ));
         }
+        let intermediates = decode(&bundle.intermediates, "intermediate")?;
+        let mut valid = Window::ALWAYS;
+        for der in roots.iter().chain(intermediates.iter()) {
+            // A bundle certificate that does not parse never verifies a chain; it only
+            // keeps chains from being cached.
+            valid = match sigil_pki::certificate_facts(der, Profile::TlsClient) {
+                Ok(f) => valid.narrow(f.not_before, f.not_after),
+                Err(_) => Window {
+                    from: DateTime::<Utc>::MAX_UTC,
+                    until: DateTime::<Utc>::MIN_UTC,
+                },
+            };
+        }
         Ok(Bundle {
             roots,
-            intermediates: decode(&bundle.intermediates, "intermediate")?,
+            intermediates,
+            valid,
         })
     }
 }
@@ -156,6 +214,10 @@ pub struct PossessionVerifier {
     ledger: Arc<UseLedger>,
     request_timeout: Duration,
     bundle: RwLock<Option<Arc<Bundle>>>,
+    /// Chains verified against the current bundle, by SHA-256 of the presented chain.
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
+    /// The principal each serial was issued to (never changes once recorded).
+    principals: Mutex<HashMap<String, String>>,
 }
 
 impl PossessionVerifier {
@@ -174,6 +236,8 @@ impl PossessionVerifier {
             ledger,
             request_timeout,
             bundle: RwLock::new(None),
+            verified: Mutex::new(HashMap::new()),
+            principals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -183,6 +247,7 @@ impl PossessionVerifier {
             Ok(mut b) => *b = None,
             Err(poisoned) => *poisoned.into_inner() = None,
         }
+        lock(&self.verified).clear();
     }
 
     /// Verify `proof` for a request to `operation` whose digest
@@ -242,14 +307,22 @@ impl PossessionVerifier {
             },
         )?;
 
-        // 3. Trust: the current bundle, refetched once when the cached one fails.
-        let (bundle, fresh) = self.bundle(false).await?;
+        // 3. Trust: the current bundle, refetched once when the cached one fails. A
+        //    chain that verified against this very bundle, with every certificate
+        //    still valid, is not verified again.
+        let (mut bundle, fresh) = self.bundle(false).await?;
+        let key = chain_key(&chain);
+        if self.still_verified(&key, &bundle, now) {
+            return self.finish(facts, serial, proof, consume).await;
+        }
         let mut report = check_chain(leaf, presented, &bundle, now);
         if !report.ok && !fresh && !only_validity_failed(&report) {
-            let (bundle, _) = self.bundle(true).await?;
+            bundle = self.bundle(true).await?.0;
             report = check_chain(leaf, presented, &bundle, now);
         }
-        if !report.ok {
+        if report.ok {
+            self.remember_verified(key, &bundle, chain_window(&chain, &bundle));
+        } else {
             let failed = failures(&report);
             return Err(if only_validity_failed(&report) {
                 AuthError::Expired(format!("credential {serial}: {failed}"))
@@ -260,26 +333,29 @@ impl PossessionVerifier {
             });
         }
 
-        // 4. Whose it is.
-        let principal = recorded_principal(&self.db, &serial)
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("policy database: {e}")))?
-            .ok_or_else(|| {
-                AuthError::UnknownCredential(format!(
-                    "credential {serial} is not recorded here yet (issuances arrive asynchronously); retry shortly"
-                ))
-            })?;
+        self.finish(facts, serial, proof, consume).await
+    }
 
-        // 5. Not revoked.
+    /// Steps 4 to 6, once the signature and the chain hold: whose credential it is,
+    /// that it is not revoked, and (unless a dry run) that its nonce is new.
+    async fn finish(
+        &self,
+        facts: CertificateFacts,
+        serial: String,
+        proof: &PossessionProof,
+        consume: bool,
+    ) -> Result<Requester, AuthError> {
+        // 4. Whose it is.
+        let principal = self.principal(&serial).await?;
+
+        // 5. Not revoked (asked before the nonce is spent, so a proof refused because
+        //    the revocation service did not answer can be sent again).
+        let ask = StatusRequest {
+            serial: serial.clone(),
+        };
         let status: StatusResponse = self
             .bus
-            .request(
-                REVOCATION_STATUS,
-                &StatusRequest {
-                    serial: serial.clone(),
-                },
-                self.request_timeout,
-            )
+            .request(REVOCATION_STATUS, &ask, self.request_timeout)
             .await
             .map_err(|e| AuthError::Unavailable(format!("revocation status of {serial}: {e}")))?;
         if status.revoked {
@@ -321,6 +397,47 @@ impl PossessionVerifier {
         })
     }
 
+    /// The principal `serial` was issued to: remembered, else from the database.
+    async fn principal(&self, serial: &str) -> Result<String, AuthError> {
+        if let Some(p) = lock(&self.principals).get(serial) {
+            return Ok(p.clone());
+        }
+        let principal = recorded_principal(&self.db, serial)
+            .await
+            .map_err(|e| AuthError::Unavailable(format!("policy database: {e}")))?
+            .ok_or_else(|| {
+                AuthError::UnknownCredential(format!(
+                    "credential {serial} is not recorded here yet (issuances arrive asynchronously); retry shortly"
+                ))
+            })?;
+        let mut known = lock(&self.principals);
+        if known.len() >= MAX_REMEMBERED {
+            known.clear();
+        }
+        known.insert(serial.to_owned(), principal.clone());
+        Ok(principal)
+    }
+
+    fn still_verified(&self, key: &[u8; 32], bundle: &Arc<Bundle>, now: DateTime<Utc>) -> bool {
+        lock(&self.verified)
+            .get(key)
+            .is_some_and(|v| Arc::ptr_eq(&v.bundle, bundle) && v.valid.contains(now))
+    }
+
+    fn remember_verified(&self, key: [u8; 32], bundle: &Arc<Bundle>, valid: Window) {
+        let mut verified = lock(&self.verified);
+        if verified.len() >= MAX_REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(
+            key,
+            Verified {
+                bundle: bundle.clone(),
+                valid,
+            },
+        );
+    }
+
     /// The trust bundle: the cached one unless `refresh` (or none is cached). Answers
     /// whether it was fetched just now.
     async fn bundle(&self, refresh: bool) -> Result<(Arc<Bundle>, bool), AuthError> {
@@ -354,6 +471,36 @@ impl PossessionVerifier {
             Err(poisoned) => *poisoned.into_inner() = Some(bundle.clone()),
         }
         Ok((bundle, true))
+    }
+}
+
+/// SHA-256 over the presented chain (each certificate's length, then its DER).
+fn chain_key(chain: &[Vec<u8>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for der in chain {
+        h.update((der.len() as u64).to_be_bytes());
+        h.update(der);
+    }
+    h.finalize().into()
+}
+
+/// Where every certificate of the presented chain and of the bundle is valid.
+fn chain_window(chain: &[Vec<u8>], bundle: &Bundle) -> Window {
+    chain.iter().fold(bundle.valid, |w, der| {
+        match sigil_pki::certificate_facts(der, Profile::TlsClient) {
+            Ok(f) => w.narrow(f.not_before, f.not_after),
+            Err(_) => Window {
+                from: DateTime::<Utc>::MAX_UTC,
+                until: DateTime::<Utc>::MIN_UTC,
+            },
+        }
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
     }
 }
 
