@@ -160,9 +160,9 @@ async fn csr_issuance_keeps_the_key_with_the_requester() {
 #[tokio::test]
 async fn policy_denial_is_typed_with_reasons_and_stores_nothing() {
     let c = Cluster::start().await;
-    // A workload proven by a token that allows any name: policy decides by its own
+    // A workload proven by a token that allows the name: policy decides by its own
     // rules (the admin, who may have any name, would be allowed).
-    let token = c.token("workload:web", &["*"], 1).await;
+    let token = c.token("workload:web", &["*.attacker.test"], 1).await;
     let mut req = issue_request("evil.attacker.test", 600);
     req.proof = Some(Proof::Token { token });
     let err = c

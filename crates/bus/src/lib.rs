@@ -109,6 +109,41 @@ pub struct Bus {
     url: String,
 }
 
+/// Connect options for `url`, with the user and password it carries
+/// (`nats://user:password@host:4222`): async-nats does not take them from the URL by
+/// itself.
+fn options_for(url: &str) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new();
+    let Ok(addr) = url.parse::<async_nats::ServerAddr>() else {
+        // Unparseable: `connect` reports it.
+        return options;
+    };
+    match (addr.username(), addr.password()) {
+        (Some(user), Some(password)) => {
+            options.user_and_password(user.to_owned(), password.to_owned())
+        }
+        _ => options,
+    }
+}
+
+/// `url` with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let tail = if path.is_empty() {
+        String::new()
+    } else {
+        format!("/{path}")
+    };
+    format!("{scheme}://{user}:***@{host}{tail}")
+}
+
 /// Parse `major.minor` of a server version string such as `2.10.22` or `v2.9.10`.
 pub fn parse_version(v: &str) -> Option<(u64, u64)> {
     let v = v.trim().trim_start_matches('v');
@@ -122,7 +157,9 @@ impl Bus {
     /// Connect as `name`, retrying the initial connection for a short while, and check
     /// the server version.
     pub async fn connect(url: &str, name: &str) -> Result<Bus, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        let shown = redact_url(url);
+        let url_for_errors = shown.as_str();
+        let client = options_for(url)
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -131,7 +168,7 @@ impl Bus {
             .connect(url)
             .await
             .map_err(|e| BusError::Connect {
-                url: url.to_owned(),
+                url: url_for_errors.to_owned(),
                 reason: e.to_string(),
             })?;
         // retry_on_initial_connect returns before the handshake; wait for it.
@@ -139,7 +176,7 @@ impl Bus {
         while client.server_info().version.is_empty() {
             if tokio::time::Instant::now() > deadline {
                 return Err(BusError::Connect {
-                    url: url.to_owned(),
+                    url: url_for_errors.to_owned(),
                     reason: "no NATS server answered within 10s".to_owned(),
                 });
             }
@@ -150,7 +187,7 @@ impl Bus {
             Some(v) if v >= MIN_SERVER_VERSION => {}
             _ => {
                 return Err(BusError::ServerTooOld {
-                    url: url.to_owned(),
+                    url: url_for_errors.to_owned(),
                     found,
                 });
             }
@@ -159,18 +196,18 @@ impl Bus {
         Ok(Bus {
             client,
             js,
-            url: url.to_owned(),
+            url: url_for_errors.to_owned(),
         })
     }
 
     /// Connect once without retrying: used to probe whether a server answers.
     pub async fn probe(url: &str) -> Result<String, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        let client = options_for(url)
             .connection_timeout(Duration::from_secs(2))
             .connect(url)
             .await
             .map_err(|e| BusError::Connect {
-                url: url.to_owned(),
+                url: redact_url(url),
                 reason: e.to_string(),
             })?;
         let version = client.server_info().version;
@@ -344,6 +381,17 @@ impl Bus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(
+            redact_url("nats://svc:s3cret@nats:4222"),
+            "nats://svc:***@nats:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("tls://u:p@a:1/x"), "tls://u:***@a:1/x");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
 
     #[test]
     fn versions_parse() {

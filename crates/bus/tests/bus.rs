@@ -248,3 +248,46 @@ async fn consumer_retries_then_dead_letters_poison() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// A NATS URL's user and password are sent (async-nats does not take them from the
+/// URL by itself), a wrong password is refused, and no message shows the password.
+#[tokio::test]
+async fn credentials_in_the_url_authenticate_and_are_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port: {port}\njetstream {{ store_dir: {:?} }}\nauthorization {{ users: [ {{ user: svc, password: \"p4ss-w0rd\" }} ] }}\n",
+            dir.path().join("js")
+        ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new(sigil_testkit::nats_server_binary())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let good = format!("nats://svc:p4ss-w0rd@127.0.0.1:{port}");
+    let bus = eventually(T, "the server with authorization is up", || async {
+        Bus::connect(&good, "auth-test").await.ok()
+    })
+    .await;
+    assert!(!bus.url().contains("p4ss-w0rd"), "{}", bus.url());
+    assert!(Bus::probe(&good).await.is_ok());
+
+    let bad = format!("nats://svc:wrong-secret@127.0.0.1:{port}");
+    let err = Bus::probe(&bad).await.unwrap_err().to_string();
+    assert!(err.contains("authorization"), "{err}");
+    assert!(!err.contains("wrong-secret"), "{err}");
+    let unnamed = format!("nats://127.0.0.1:{port}");
+    assert!(Bus::probe(&unnamed).await.is_err());
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -62,7 +62,7 @@ async fn audit_ls_and_verify_through_the_cli() {
             "--principal",
             "workload:web",
             "--for",
-            "*",
+            "*.*.test",
         ],
     );
     assert!(o.status.success(), "{}", err(&o));

@@ -4,8 +4,8 @@
 //! A request names no principal of its own. It carries a [`Proof`], and the policy
 //! service establishes the principal from it:
 //! - [`Proof::Token`]: a bootstrap token (a JWT minted by `sigil.policy.v1.token_create`)
-//!   for a first identity. It names the principal (`sub`) and the names it may ask for
-//!   (`sigil_for`), expires, and may be used at most `sigil_uses` times across every
+//!   for a first identity. It names the principal (`sub`) and the name patterns it may
+//!   ask for (`sigil_for`, see [`pattern_allows`]); it authorizes only `issue`, expires, and may be used at most `sigil_uses` times across every
 //!   replica.
 //! - [`Proof::Possession`]: the request signed by the private key of a credential Sigil
 //!   issued, with that credential's chain attached. The principal is the one the
@@ -17,7 +17,10 @@
 //! ([`CarriesProof::digest`]), so a proof cannot be moved to another request, replayed
 //! or kept for later.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, SecondsFormat, Utc};
+use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -156,35 +159,139 @@ pub struct TokenClaims {
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
-    /// Name patterns the token may ask for ([`name_matches`]); every requested name must
-    /// match one.
+    /// Name patterns the token may ask for ([`pattern_allows`]); every requested name
+    /// must be allowed by one.
     pub sigil_for: Vec<String>,
     /// How many requests may use it.
     pub sigil_uses: u32,
 }
 
-/// True when `name` matches `pattern`: equal (ASCII case-insensitive), or `pattern`
-/// contains `*` wildcards that each stand for any run of characters, e.g.
-/// `*.web.internal`, `spiffe://prod.example/ns/web/*`, `10.1.*`.
-pub fn name_matches(pattern: &str, name: &str) -> bool {
-    let p = pattern.to_ascii_lowercase();
-    let n = name.to_ascii_lowercase();
-    let parts: Vec<&str> = p.split('*').collect();
-    if parts.len() == 1 {
-        return p == n;
+/// The URI prefix of admin credentials: the admin `admin:<id>` holds a credential whose
+/// only name is `spiffe://sigil.admin/admin/<id>`. A credential is an admin's only when
+/// both hold (it was issued to `admin:<id>` and names exactly that URI).
+pub const ADMIN_URI_PREFIX: &str = "spiffe://sigil.admin/admin/";
+
+/// A requested subject name, typed, for [`pattern_allows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubjectName<'a> {
+    /// Lower-case, without a trailing dot.
+    Dns(&'a str),
+    Ip(IpAddr),
+    Uri(&'a str),
+}
+
+/// Whether a token's name pattern allows `name`. Patterns are typed by their form:
+/// - a URI pattern (it contains `://`) allows URIs only, compared exactly
+///   (case-sensitively, as SPIFFE IDs are), where `*` stands for any run of characters
+///   without `/` — `spiffe://prod.example/ns/web/*` allows `…/ns/web/frontend` but not
+///   `…/ns/web/a/b`;
+/// - an IP address or CIDR range (`10.1.0.0/16`) allows IP addresses it contains;
+/// - anything else is a DNS pattern and allows DNS names only, ASCII case-insensitive,
+///   where `*` stands for any run of characters without `.` — `*.web.internal` allows
+///   `a.web.internal` but not `web.internal` nor `a.b.web.internal`.
+pub fn pattern_allows(pattern: &str, name: SubjectName<'_>) -> bool {
+    match (PatternKind::of(pattern), name) {
+        (PatternKind::Uri, SubjectName::Uri(uri)) => glob(pattern, uri, b'/'),
+        (PatternKind::Ip(net), SubjectName::Ip(ip)) => net.contains(&ip.to_canonical()),
+        (PatternKind::Dns, SubjectName::Dns(dns)) => glob(
+            &pattern.trim_end_matches('.').to_ascii_lowercase(),
+            &dns.to_ascii_lowercase(),
+            b'.',
+        ),
+        _ => false,
     }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !n.starts_with(first) || n.len() < first.len() + last.len() || !n.ends_with(last) {
-        return false;
+}
+
+/// Check a token name pattern when it is minted: a URI pattern needs a scheme and a
+/// part after `://`; a DNS pattern only letters, digits, `-`, `.` and `*`, with no
+/// empty label; an IP pattern must parse as an address or a CIDR range.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() || pattern.len() > 253 {
+        return Err("a name pattern is 1 to 253 characters".to_owned());
     }
-    let mut rest = &n[first.len()..n.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
-            Some(i) => rest = &rest[i + middle.len()..],
-            None => return false,
+    if pattern.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "name pattern {pattern:?} has spaces or control characters"
+        ));
+    }
+    match PatternKind::of(pattern) {
+        PatternKind::Uri => {
+            let (scheme, rest) = pattern.split_once("://").unwrap_or_default();
+            if scheme.is_empty() || rest.is_empty() {
+                return Err(format!("URI pattern {pattern:?} needs a scheme and a host"));
+            }
+            Ok(())
+        }
+        PatternKind::Ip(_) => Ok(()),
+        PatternKind::Dns => {
+            let p = pattern.trim_end_matches('.');
+            let ok = !p.is_empty()
+                && p.split('.').all(|label| {
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+                });
+            if ok {
+                Ok(())
+            } else if p.contains('/') {
+                Err(format!(
+                    "pattern {pattern:?} is neither a DNS pattern, a URI pattern (scheme://…) \
+                     nor an IP address or CIDR range"
+                ))
+            } else {
+                Err(format!(
+                    "DNS pattern {pattern:?} has an empty label or a character other than letters, digits, '-', '.' and '*'"
+                ))
+            }
         }
     }
-    true
+}
+
+/// What a name pattern matches.
+enum PatternKind {
+    Uri,
+    Ip(IpNet),
+    Dns,
+}
+
+impl PatternKind {
+    fn of(pattern: &str) -> PatternKind {
+        if pattern.contains("://") {
+            PatternKind::Uri
+        } else if let Ok(net) = pattern.parse::<IpNet>() {
+            PatternKind::Ip(net)
+        } else if let Ok(ip) = pattern.parse::<IpAddr>() {
+            PatternKind::Ip(IpNet::from(ip))
+        } else {
+            PatternKind::Dns
+        }
+    }
+}
+
+/// `*` in `pattern` matches any run of bytes of `text` without `stop`; everything else
+/// literally.
+fn glob(pattern: &str, text: &str, stop: u8) -> bool {
+    fn go(p: &[u8], t: &[u8], stop: u8) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => {
+                // Try every run length, stopping at the first `stop` byte.
+                let mut i = 0;
+                loop {
+                    if go(rest, &t[i..], stop) {
+                        return true;
+                    }
+                    if i == t.len() || t[i] == stop {
+                        return false;
+                    }
+                    i += 1;
+                }
+            }
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..], stop),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes(), stop)
 }
 
 /// `sigil.policy.v1.token_create` request (admin only): mint a bootstrap token.
@@ -246,25 +353,83 @@ fn hex_lower(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn dns(n: &str) -> SubjectName<'_> {
+        SubjectName::Dns(n)
+    }
+    fn uri(n: &str) -> SubjectName<'_> {
+        SubjectName::Uri(n)
+    }
+    fn ip(n: &str) -> SubjectName<'static> {
+        SubjectName::Ip(n.parse().unwrap())
+    }
+
     #[test]
-    fn patterns_match_names() {
-        assert!(name_matches("web.internal", "WEB.internal"));
-        assert!(!name_matches("web.internal", "api.internal"));
-        assert!(name_matches("*.web.internal", "a.web.internal"));
-        assert!(!name_matches("*.web.internal", "web.internal"));
-        assert!(!name_matches("*.web.internal", "a.web.internal.evil"));
-        assert!(name_matches(
-            "spiffe://td/ns/web/*",
-            "spiffe://td/ns/web/sa/frontend"
+    fn patterns_allow_names_of_their_own_type_only() {
+        // DNS: case-insensitive, `*` within one label.
+        assert!(pattern_allows("web.internal", dns("web.internal")));
+        assert!(pattern_allows("WEB.internal.", dns("web.internal")));
+        assert!(!pattern_allows("web.internal", dns("api.internal")));
+        assert!(pattern_allows("*.web.internal", dns("a.web.internal")));
+        assert!(!pattern_allows("*.web.internal", dns("web.internal")));
+        assert!(!pattern_allows("*.web.internal", dns("a.b.web.internal")));
+        assert!(!pattern_allows(
+            "*.web.internal",
+            dns("a.web.internal.evil")
         ));
-        assert!(!name_matches(
-            "spiffe://td/ns/web/*",
-            "spiffe://td/ns/api/x"
+        assert!(pattern_allows("api-*.internal", dns("api-7.internal")));
+        // A DNS pattern never allows a URI or an IP, whatever their text.
+        assert!(!pattern_allows(
+            "*.web.internal",
+            uri("spiffe://prod.example/ns/prod/sa/admin/x.web.internal")
         ));
-        assert!(name_matches("10.1.*.7", "10.1.200.7"));
-        assert!(!name_matches("a*b*c", "acb"));
-        assert!(name_matches("a*b*c", "aXbYc"));
-        assert!(name_matches("*", "anything"));
+        assert!(!pattern_allows("10.0.0.1", dns("10.0.0.1")));
+        // URI: exact case, `*` within one path segment.
+        assert!(pattern_allows(
+            "spiffe://td/ns/web/*",
+            uri("spiffe://td/ns/web/frontend")
+        ));
+        assert!(!pattern_allows(
+            "spiffe://td/ns/web/*",
+            uri("spiffe://td/ns/web/a/b")
+        ));
+        assert!(!pattern_allows(
+            "spiffe://td/ns/web/*",
+            uri("spiffe://td/ns/WEB/frontend")
+        ));
+        assert!(!pattern_allows("spiffe://td/ns/web/*", dns("td")));
+        // IP: addresses and CIDR ranges.
+        assert!(pattern_allows("10.1.0.0/16", ip("10.1.200.7")));
+        assert!(!pattern_allows("10.1.0.0/16", ip("10.2.0.1")));
+        assert!(pattern_allows("::1", ip("::1")));
+        assert!(!pattern_allows("10.1.0.0/16", dns("10.1.0.1")));
+        // `*` alone is one DNS label, not everything.
+        assert!(pattern_allows("*", dns("localhost")));
+        assert!(!pattern_allows("*", dns("a.b")));
+        assert!(!pattern_allows("*", uri("spiffe://x/y")));
+    }
+
+    #[test]
+    fn patterns_are_checked_when_minted() {
+        for ok in [
+            "*.web.internal",
+            "web.internal",
+            "spiffe://td/ns/*",
+            "10.0.0.0/8",
+            "::1",
+        ] {
+            assert!(check_pattern(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "a b",
+            "web_internal",
+            "://x",
+            "spiffe://",
+            "a/b",
+        ] {
+            assert!(check_pattern(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -163,6 +163,30 @@ pub(crate) fn validity(
     Ok((to_offset(not_before)?, to_offset(not_after)?))
 }
 
+/// The Sigil profile a leaf was issued with, from its extendedKeyUsage (each profile
+/// has its own set: serverAuth; clientAuth; both, for SPIFFE SVIDs; codeSigning).
+/// `Err` for a CA certificate, a certificate without extendedKeyUsage, or another
+/// combination.
+pub fn profile_of(leaf_der: &[u8]) -> Result<Profile, String> {
+    let (_, cert) = X509Certificate::from_der(leaf_der)
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    if cert.is_ca() {
+        return Err("a CA certificate has no leaf profile".to_owned());
+    }
+    let eku = cert
+        .extended_key_usage()
+        .map_err(|e| format!("bad extendedKeyUsage: {e}"))?
+        .ok_or("the certificate has no extendedKeyUsage, so no Sigil profile")?
+        .value;
+    match (eku.server_auth, eku.client_auth, eku.code_signing) {
+        (true, true, false) => Ok(Profile::SpiffeX509Svid),
+        (true, false, false) => Ok(Profile::TlsServer),
+        (false, true, false) => Ok(Profile::TlsClient),
+        (false, false, true) => Ok(Profile::CodeSigning),
+        _ => Err("the certificate's extendedKeyUsage matches no Sigil profile".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;

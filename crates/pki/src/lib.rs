@@ -47,7 +47,7 @@ pub use composite::{
 };
 pub use csr::{MAX_CSR_BYTES, ParsedCsr, build_hybrid_csr, build_pq_csr, parse_csr};
 pub use error::PkiError;
-pub use facts::{certificate_facts, random_serial};
+pub use facts::{certificate_facts, profile_of, random_serial};
 pub use hybrid::{
     HybridCaMaterial, create_hybrid_intermediate, create_hybrid_root, issue_hybrid_leaf,
     prepare_hybrid_leaf,

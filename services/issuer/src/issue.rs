@@ -30,7 +30,12 @@
 //!    `<ocsp_base_url>` when configured, fixes a random 127-bit serial and lints;
 //!    nothing that fails is signed.
 //! 4. **Record the intent** ([`intent`]): the serial, request hash, profile and CA kind
-//!    are committed as `prepared` in their own transaction.
+//!    are committed as `prepared` in their own transaction. It is refused when its
+//!    intermediate was retired meanwhile (another replica's rotation); the request is
+//!    then planned again with the new intermediate, reusing policy's decision, since
+//!    the proof is single use and cannot be evaluated twice. When the new intermediate
+//!    is of another kind or certifies another key algorithm than policy judged, the
+//!    request fails `unavailable` ([`CA_CHANGED`]) and the client retries it.
 //! 5. **Sign**, and validate what was signed. A generated key is returned once: PKCS#8
 //!    `PRIVATE KEY` PEM for classical and ML-DSA (RFC 9881) keys, Sigil's composite key
 //!    DER ([`sigil_pki::CompositeKeyPair::to_der`]) under the PEM label
@@ -84,6 +89,10 @@ pub mod intent;
 pub const BACKDATE_SECONDS: i64 = 60;
 /// Why an intent was refused: its intermediate is no longer `current`.
 const CA_RETIRED: &str = "the issuing intermediate was retired while this request was prepared";
+/// Why a request prepared again after [`CA_RETIRED`] is refused: the new intermediate
+/// is of another kind (or certifies another key algorithm) than the one policy judged,
+/// and policy cannot be asked again with the request's single-use proof.
+pub const CA_CHANGED: &str = "the CA changed during the request; retry";
 /// Default of [`Config::ca_recheck`](crate::Config::ca_recheck).
 pub const CA_RECHECK: Duration = Duration::from_secs(1);
 /// Longest idempotency key accepted.
@@ -173,6 +182,14 @@ struct Prepared {
     key: KeySource,
 }
 
+/// Policy's decision about a request, with what it judged: kept across the attempts
+/// of one request ([`Issuer::issue`]), since its proof can be evaluated only once.
+struct Judged {
+    kind: CaKind,
+    key_algorithm: KeyAlgorithm,
+    decision: Decision,
+}
+
 enum KeySource {
     /// A verified CSR (boxed: it is large next to `Generate`).
     Csr(Box<sigil_pki::ParsedCsr>),
@@ -194,20 +211,33 @@ impl Issuer {
     /// Handle one `issue` request. When the intermediate it prepared with was retired
     /// before its intent was recorded (another replica's rotation), it is prepared
     /// once more with the new one; nothing was signed the first time.
+    ///
+    /// Policy is asked once per request, not once per attempt: the request's proof is
+    /// single use (a bootstrap token's use is counted, a possession proof's nonce is
+    /// spent), so a second `evaluate` with it would be refused as a replay. The second
+    /// attempt reuses the first decision, which holds as long as the new intermediate
+    /// is of the kind, and certifies the key algorithm, that policy judged.
     pub async fn issue(&self, req: IssueRequest) -> Result<IssueResponse, WireError> {
-        match self.issue_once(req.clone()).await {
+        let mut judged = None;
+        match self.issue_once(&req, &mut judged).await {
             Err(e) if e.code == ErrorCode::Unavailable && e.message == CA_RETIRED => {
                 tracing::info!("{CA_RETIRED}; preparing again with the current one");
                 self.recheck_cas();
-                self.issue_once(req).await
+                self.issue_once(&req, &mut judged).await
             }
             other => other,
         }
     }
 
-    async fn issue_once(&self, req: IssueRequest) -> Result<IssueResponse, WireError> {
-        let fingerprint = fingerprint(&req);
-        let mut prepared = prepare(&req)?;
+    /// One attempt at `req`. `judged` is policy's decision from an earlier attempt of
+    /// the same request, if any; it is filled in when policy is asked here.
+    async fn issue_once(
+        &self,
+        req: &IssueRequest,
+        judged: &mut Option<Judged>,
+    ) -> Result<IssueResponse, WireError> {
+        let fingerprint = fingerprint(req);
+        let mut prepared = prepare(req)?;
         if let Some(key) = &req.idempotency_key
             && let Some(row) = self.find_by_key(key).await?
         {
@@ -217,10 +247,26 @@ impl Issuer {
         let cas = self.current_cas().await?;
         // The key source moves into the plan; policy sees the algorithm the plan settled.
         let key = std::mem::replace(&mut prepared.key, KeySource::Generate);
-        let (key_algorithm, plan) = plan_key(&cas.intermediate, &req, key)?;
+        let (key_algorithm, plan) = plan_key(&cas.intermediate, req, key)?;
         prepared.key_algorithm = key_algorithm;
 
-        let decision = self.ask_policy(&req, &prepared, cas.kind).await?;
+        let decision = match judged {
+            Some(earlier) if earlier.kind == cas.kind && earlier.key_algorithm == key_algorithm => {
+                earlier.decision.clone()
+            }
+            // Policy judged another kind of certificate, and cannot be asked again
+            // with the same (spent) proof.
+            Some(_) => return Err(WireError::unavailable(CA_CHANGED)),
+            None => {
+                let decision = self.ask_policy(req, &prepared, cas.kind).await?;
+                *judged = Some(Judged {
+                    kind: cas.kind,
+                    key_algorithm,
+                    decision: decision.clone(),
+                });
+                decision
+            }
+        };
         if !decision.allowed {
             return Err(WireError::denied(decision.reasons));
         }
@@ -241,7 +287,7 @@ impl Issuer {
         let (cert, private_key_pem, key_source) = prepare_cert(
             &cas.intermediate,
             plan,
-            &req,
+            req,
             prepared.key_algorithm,
             prepared.sans,
             (not_before, not_after),
@@ -249,7 +295,7 @@ impl Issuer {
         )?;
         // Nothing reaches here without passing the lint; record the intent, then sign.
         let serial = cert.serial().to_owned();
-        self.record_intent(&serial, &fingerprint, &req, &cas)
+        self.record_intent(&serial, &fingerprint, req, &cas)
             .await
             .map_err(|e| match e {
                 DbErr::RecordNotInserted => WireError::unavailable(CA_RETIRED),

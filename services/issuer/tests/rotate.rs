@@ -7,7 +7,10 @@
 //! intermediate at the activation instant keeps it in the bundle (its `retire_until`
 //! is the intermediate's own notAfter), while finished or abandoned signings do not;
 //! and a retired intermediate stays in the bundle through the instant its last leaf
-//! expires (notAfter is inclusive), not a second longer.
+//! expires (notAfter is inclusive), not a second longer. Two replicas racing: a
+//! request prepared with an intermediate the other replica retired is prepared again
+//! with the new one, reusing the one decision policy gave about its single-use proof,
+//! or fails `unavailable` when the new CA is of another kind than policy judged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -19,21 +22,24 @@ use sigil_telemetry::{Health, Metrics};
 use tokio_util::sync::CancellationToken;
 
 use sigil_bus::ClientError;
+use sigil_contracts::auth::Proof;
 use sigil_contracts::event::{CaBundleChanged, CloudEvent, EventKind};
 use sigil_contracts::issuer::{
-    BundleChangeReason, CaInfo, CaRole, CaRotateRequest, CaRotateResponse, CaState, IssueRequest,
-    IssueResponse, RotateStep, TrustBundle, TrustBundleRequest,
+    BundleChangeReason, CaInfo, CaInitRequest, CaListRequest, CaListResponse, CaRole,
+    CaRotateRequest, CaRotateResponse, CaState, IssueRequest, IssueResponse, RotateStep,
+    TrustBundle, TrustBundleRequest,
 };
 use sigil_contracts::subjects::{
-    EVENTS_STREAM, ISSUER_CA_ROTATE, ISSUER_ISSUE, ISSUER_TRUST_BUNDLE, event_subject,
+    EVENTS_STREAM, ISSUER_CA_INIT, ISSUER_CA_LIST, ISSUER_CA_ROTATE, ISSUER_ISSUE,
+    ISSUER_TRUST_BUNDLE, event_subject,
 };
-use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
+use sigil_contracts::types::{CaKind, KeyAlgorithm, Profile, Sans};
 use sigil_contracts::{ErrorCode, WireError};
 use sigil_testkit::eventually;
 
 mod common;
 
-use common::{Base as Harness, Running, TIMEOUT, allow_all};
+use common::{Base as Harness, OneUsePolicy, Running, TIMEOUT, allow_all};
 
 impl Harness {
     async fn start() -> Harness {
@@ -376,76 +382,169 @@ async fn a_leaf_signing_at_the_activation_instant_keeps_the_old_intermediate() {
     issuer.stop().await;
 }
 
-/// A replica whose in-memory CA hierarchy is stale (it compares with the database only
-/// once an hour here) prepares a request with the intermediate another replica has just
-/// retired: its intent is refused, nothing is signed with the retired intermediate, and
-/// the request is prepared again with the new one.
-#[tokio::test]
-async fn a_request_prepared_with_an_intermediate_another_replica_retired_is_prepared_again() {
-    let h = Harness::start().await;
-    let stale = h
-        .start_issuer(sigil_issuer::Config {
-            ca_recheck: std::time::Duration::from_secs(3600),
-            ..h.base_config("Sigil Rotate")
+/// Replica B of the race tests: it shares the database of the harness's issuer
+/// (replica A) but not its NATS server, so only B sees B's CA changes and only A sees
+/// the issuances. B's admin requests are decided by an allow-all policy of its own.
+struct ReplicaB {
+    _nats: sigil_testkit::NatsServer,
+    bus: sigil_bus::Bus,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), sigil_issuer::Error>>,
+}
+
+impl ReplicaB {
+    async fn start(h: &Harness) -> ReplicaB {
+        let nats = sigil_testkit::NatsServer::start().await;
+        let bus = sigil_bus::Bus::connect(&nats.url(), "replica-b")
+            .await
+            .unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn({
+            let (bus, stop) = (bus.clone(), stop.clone());
+            async move { allow_all("test").serve(&bus, Metrics::new(), stop).await }
+        });
+        let task = tokio::spawn(sigil_issuer::run(
+            h.base_config("Sigil Rotate"),
+            Runtime::new(bus.clone(), Metrics::new(), Health::new()),
+            stop.clone(),
+        ));
+        sigil_testkit::eventually_ok(TIMEOUT, "replica B answers", || {
+            bus.request::<_, CaListResponse>(ISSUER_CA_LIST, &CaListRequest {}, TIMEOUT)
         })
         .await;
-    let first = h.issue("first.example.com", 3600).await;
-    let old = first.chain_pem[0].clone();
+        ReplicaB {
+            _nats: nats,
+            bus,
+            stop,
+            task,
+        }
+    }
 
-    // Replica B shares the database but not the NATS server, so only B sees the
-    // rotation and only A sees the next issuance.
-    let nats_b = sigil_testkit::NatsServer::start().await;
-    let bus_b = sigil_bus::Bus::connect(&nats_b.url(), "replica-b")
+    async fn rotate(&self, step: RotateStep) -> CaRotateResponse {
+        self.bus
+            .request(
+                ISSUER_CA_ROTATE,
+                &CaRotateRequest { step, proof: None },
+                TIMEOUT,
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+impl Harness {
+    /// nats-server with a [`OneUsePolicy`], and an issuer (replica A) whose in-memory
+    /// CA hierarchy goes stale: it compares it with the database once an hour only.
+    async fn start_one_use() -> (Harness, OneUsePolicy, Running) {
+        let (policy, router) = OneUsePolicy::new();
+        let h = Harness::launch("rotate-race-test", Some(router)).await;
+        let stale = h
+            .start_issuer(sigil_issuer::Config {
+                ca_recheck: std::time::Duration::from_secs(3600),
+                ..h.base_config("Sigil Rotate")
+            })
+            .await;
+        (h, policy, stale)
+    }
+
+    /// An issuance of `name` carrying the single-use bootstrap token `token`.
+    async fn issue_with_token(&self, name: &str, token: &str) -> Result<IssueResponse, WireError> {
+        let req = IssueRequest {
+            idempotency_key: None,
+            profile: Profile::TlsServer,
+            sans: Sans {
+                dns: vec![name.to_owned()],
+                ..Sans::default()
+            },
+            ttl_seconds: 3600,
+            csr_pem: None,
+            key_algorithm: Some(KeyAlgorithm::EcdsaP256),
+            proof: Some(Proof::Token {
+                token: token.to_owned(),
+            }),
+        };
+        self.bus
+            .request::<_, IssueResponse>(ISSUER_ISSUE, &req, TIMEOUT)
+            .await
+            .map_err(ClientError::into_wire)
+    }
+}
+
+/// How many `evaluate` calls carried the bootstrap token `token`.
+fn evaluations_of(policy: &OneUsePolicy, token: &str) -> usize {
+    policy
+        .evaluated()
+        .iter()
+        .filter(|e| matches!(&e.proof, Some(Proof::Token { token: t }) if t == token))
+        .count()
+}
+
+/// A replica whose in-memory CA hierarchy is stale prepares a request with the
+/// intermediate another replica has just retired: its intent is refused, nothing is
+/// signed with the retired intermediate, and the request is prepared again with the new
+/// one. Policy accepts each proof once (as the policy service does), so the second
+/// attempt must reuse the first decision: exactly one `evaluate` for the request, and
+/// the certificate records the principal that decision named.
+#[tokio::test]
+async fn a_request_prepared_with_an_intermediate_another_replica_retired_is_prepared_again() {
+    let (h, policy, stale) = Harness::start_one_use().await;
+    let first = h
+        .issue_with_token("first.example.com", "first-token")
         .await
         .unwrap();
-    let stop_b = CancellationToken::new();
-    // B's rotations are admin decisions: B's NATS server needs a policy of its own.
-    tokio::spawn({
-        let (bus_b, stop_b) = (bus_b.clone(), stop_b.clone());
-        async move {
-            allow_all("test")
-                .serve(&bus_b, Metrics::new(), stop_b)
-                .await
-        }
-    });
-    let replica_b = tokio::spawn(sigil_issuer::run(
-        h.base_config("Sigil Rotate"),
-        Runtime::new(bus_b.clone(), Metrics::new(), Health::new()),
-        stop_b.clone(),
-    ));
-    let rotate_b = |step| {
-        let bus_b = bus_b.clone();
-        async move {
-            bus_b
-                .request::<_, CaRotateResponse>(
-                    ISSUER_CA_ROTATE,
-                    &CaRotateRequest { step, proof: None },
-                    TIMEOUT,
-                )
-                .await
-        }
-    };
-    sigil_testkit::eventually_ok(TIMEOUT, "replica B prepares", || {
-        rotate_b(RotateStep::Prepare)
-    })
-    .await;
-    let activated = rotate_b(RotateStep::Activate).await.unwrap();
+    let old = first.chain_pem[0].clone();
+
+    let replica_b = ReplicaB::start(&h).await;
+    replica_b.rotate(RotateStep::Prepare).await;
+    let activated = replica_b.rotate(RotateStep::Activate).await;
     let new = activated.current.certificate_pem.clone();
     assert_ne!(new, old);
 
-    let after = h.issue("after.example.com", 3600).await;
+    let after = h
+        .issue_with_token("after.example.com", "after-token")
+        .await
+        .expect("prepared again with the decision policy already gave");
     assert_eq!(
         after.chain_pem[0], new,
         "prepared again with the new intermediate"
     );
     common::sigil_verify(&after);
+    assert_eq!(
+        evaluations_of(&policy, "after-token"),
+        1,
+        "the single-use proof went to policy once"
+    );
+    assert_eq!(policy.evaluated().len(), 2);
+    let db = sigil_store::connect(h.db.url(), "issuer").await.unwrap();
+    let backend = db.get_database_backend();
+    let requested_by = db
+        .query_one(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "SELECT requested_by FROM issuer_issuance WHERE serial = $1"
+                }
+                _ => "SELECT requested_by FROM issuer_issuance WHERE serial = ?",
+            },
+            [after.serial.clone().into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "requested_by")
+        .unwrap();
+    assert_eq!(requested_by, "workload:after-token");
+
     // The refused attempt left no intent behind: the old intermediate has one, the
     // first leaf's, and its retire_until is that leaf's notAfter.
     let retired = activated.retired.expect("the old intermediate is retired");
     assert_eq!(retired.certificate_pem, old);
     assert_eq!(retired.retire_until, Some(first.not_after));
-    let db = sigil_store::connect(h.db.url(), "issuer").await.unwrap();
-    let backend = db.get_database_backend();
     let count = db
         .query_one(Statement::from_sql_and_values(
             backend,
@@ -464,7 +563,53 @@ async fn a_request_prepared_with_an_intermediate_another_replica_retired_is_prep
         .unwrap();
     assert_eq!(count, 1);
 
-    stop_b.cancel();
-    replica_b.await.unwrap().unwrap();
+    replica_b.stop().await;
+    stale.stop().await;
+}
+
+/// The same race, but another replica's `ca_init --force` replaced the hybrid
+/// hierarchy with a classical one: policy judged a hybrid certificate and cannot be
+/// asked again with the spent proof, so the request fails `unavailable` (the CA
+/// changed; retry) without a second `evaluate` and without signing; a retry with a
+/// fresh proof gets a classical certificate.
+#[tokio::test]
+async fn a_request_whose_ca_changed_kind_meanwhile_is_refused_as_unavailable() {
+    let (h, policy, stale) = Harness::start_one_use().await;
+    let first = h
+        .issue_with_token("first.example.com", "first-token")
+        .await
+        .unwrap();
+    assert_eq!(first.kind, CaKind::Hybrid);
+
+    let replica_b = ReplicaB::start(&h).await;
+    let init = CaInitRequest {
+        kind: CaKind::Classical,
+        algorithm: None,
+        force: true,
+        proof: None,
+    };
+    let _: CaListResponse = replica_b
+        .bus
+        .request(ISSUER_CA_INIT, &init, TIMEOUT)
+        .await
+        .unwrap();
+
+    let err = h
+        .issue_with_token("raced.example.com", "raced-token")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unavailable, "{}", err.message);
+    assert_eq!(err.message, sigil_issuer::issue::CA_CHANGED);
+    assert_eq!(evaluations_of(&policy, "raced-token"), 1);
+
+    let retried = h
+        .issue_with_token("raced.example.com", "fresh-token")
+        .await
+        .unwrap();
+    assert_eq!(retried.kind, CaKind::Classical);
+    common::sigil_verify(&retried);
+    assert_eq!(policy.evaluated().len(), 3);
+
+    replica_b.stop().await;
     stale.stop().await;
 }

@@ -19,7 +19,7 @@
 //! Two checks come from the proof rather than from policy, so no policy set can lift
 //! them, and run before Cedar (reported like a deciding policy, with a `sigil:` id):
 //! - [`TOKEN_NAMES`]: a request authenticated by a bootstrap token may ask only names
-//!   matching the token's patterns ([`sigil_contracts::auth::name_matches`]);
+//!   allowed by the token's patterns ([`sigil_contracts::auth::pattern_allows`]);
 //! - [`RENEWAL_NAMES`]: a renewal by a non-admin credential must ask for exactly the
 //!   credential's names (as a set), so a credential cannot turn itself into another
 //!   identity.
@@ -45,7 +45,7 @@ use cedar_policy::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use miette::Diagnostic;
 use serde::Serialize;
-use sigil_contracts::auth::name_matches;
+use sigil_contracts::auth::{SubjectName, pattern_allows};
 use sigil_contracts::policy::{
     Action, Constraints, Decision, Effect, EvaluateRequest, Explanation, NameEvaluation, PolicyHit,
 };
@@ -73,7 +73,11 @@ pub const TOKEN_NAMES: &str = "sigil:token-names";
 /// Id of the built-in check that a credential renews only itself (the same names).
 pub const RENEWAL_NAMES: &str = "sigil:renewal-names";
 /// The reason of [`RENEWAL_NAMES`].
-const RENEWAL_REASON: &str = "renewal must keep the credential's names";
+const RENEWAL_REASON: &str = "renewal must keep the credential's names and profile";
+/// Built-in check: a bootstrap token authorizes only `issue` (a first identity), never
+/// revoke or admin actions, whatever principal it names.
+pub const TOKEN_ACTION: &str = "sigil:token-action";
+const TOKEN_ACTION_REASON: &str = "a bootstrap token authorizes only issue";
 
 static SCHEMA: LazyLock<Result<Schema, String>> = LazyLock::new(|| {
     Schema::from_cedarschema_str(SCHEMA_TEXT)
@@ -358,7 +362,7 @@ impl Compiled {
         }
         let (names, bad_names) = subject_names(req);
         refusals.extend(bad_names);
-        let builtin = builtin_checks(decided, &requester.grant, &names);
+        let builtin = builtin_checks(decided, &requester.grant, &names, req.profile);
         refusals.extend(builtin.reasons.iter().cloned());
 
         // The store of this request: the principal, with every group it is in
@@ -734,7 +738,12 @@ struct Builtin {
 
 /// The checks that come from the proof itself ([`TOKEN_NAMES`], [`RENEWAL_NAMES`]),
 /// before any policy. `names` are the request's well-formed, normalized names.
-fn builtin_checks(decided: Action, grant: &Grant, names: &[Name]) -> Builtin {
+fn builtin_checks(
+    decided: Action,
+    grant: &Grant,
+    names: &[Name],
+    profile: sigil_contracts::types::Profile,
+) -> Builtin {
     let mut out = Builtin::default();
     let hit = |id: &str, reason: String| PolicyHit {
         id: id.to_owned(),
@@ -743,13 +752,24 @@ fn builtin_checks(decided: Action, grant: &Grant, names: &[Name]) -> Builtin {
         clamp_ttl_seconds: None,
     };
     match grant {
+        Grant::Token { .. } if decided != Action::Issue => {
+            out.reasons
+                .push(format!("{TOKEN_ACTION}: {TOKEN_ACTION_REASON}"));
+            out.hits
+                .push((None, hit(TOKEN_ACTION, TOKEN_ACTION_REASON.to_owned())));
+        }
         Grant::Token {
             names: patterns, ..
         } => {
             let allowed = patterns.join(", ");
             for name in names {
-                let Some(text) = name.plain() else { continue };
-                if !patterns.iter().any(|p| name_matches(p, &text)) {
+                let subject = match name {
+                    Name::Dns(d) => SubjectName::Dns(d),
+                    Name::Ip(ip) => SubjectName::Ip(*ip),
+                    Name::Uri(u) => SubjectName::Uri(u),
+                    Name::None => continue,
+                };
+                if !patterns.iter().any(|p| pattern_allows(p, subject)) {
                     let reason = format!(
                         "the token allows only {allowed}; {} is outside them",
                         name.human()
@@ -761,24 +781,38 @@ fn builtin_checks(decided: Action, grant: &Grant, names: &[Name]) -> Builtin {
             }
         }
         Grant::Credential {
-            names: own,
+            sans,
+            profile: own_profile,
             admin: false,
             ..
         } if decided == Action::Renew => {
-            let asked: HashSet<String> = names.iter().filter_map(Name::plain).collect();
-            let own: HashSet<String> = own.iter().map(|n| normalize_name(n)).collect();
+            let asked: HashSet<String> = names
+                .iter()
+                .filter(|n| !matches!(n, Name::None))
+                .map(Name::wire)
+                .collect();
+            let own: HashSet<String> = credential_names(sans).map(|n| n.wire()).collect();
+            let mut detail = Vec::new();
             if asked != own {
                 let mut extra: Vec<&String> = asked.difference(&own).collect();
                 let mut missing: Vec<&String> = own.difference(&asked).collect();
                 extra.sort();
                 missing.sort();
-                let mut detail = Vec::new();
                 if !extra.is_empty() {
                     detail.push(format!("not in the credential: {}", join_names(&extra)));
                 }
                 if !missing.is_empty() {
                     detail.push(format!("missing: {}", join_names(&missing)));
                 }
+            }
+            if own_profile.is_some_and(|p| p != profile) {
+                detail.push(format!(
+                    "profile {} asked, the credential is {}",
+                    profile.as_str(),
+                    own_profile.map_or("unknown", |p| p.as_str())
+                ));
+            }
+            if !detail.is_empty() {
                 out.reasons.push(format!(
                     "{RENEWAL_NAMES}: {RENEWAL_REASON} ({})",
                     detail.join("; ")
@@ -792,24 +826,22 @@ fn builtin_checks(decided: Action, grant: &Grant, names: &[Name]) -> Builtin {
     out
 }
 
+/// A credential's SANs as the request's names are normalized: DNS lower-case without
+/// a trailing dot, IP addresses canonical, URIs as written.
+fn credential_names(sans: &sigil_contracts::types::Sans) -> impl Iterator<Item = Name> + '_ {
+    sans.dns
+        .iter()
+        .map(|d| Name::Dns(normalize_dns(d)))
+        .chain(sans.ip.iter().map(|ip| Name::Ip(ip.to_canonical())))
+        .chain(sans.uri.iter().map(|u| Name::Uri(u.clone())))
+}
+
 fn join_names(names: &[&String]) -> String {
     names
         .iter()
         .map(|n| n.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A credential's SAN as the request's names are normalized: an IP address in its
-/// canonical text, a URI as written, a DNS name lower-case without a trailing dot.
-fn normalize_name(name: &str) -> String {
-    if let Ok(ip) = name.parse::<IpAddr>() {
-        return ip.to_canonical().to_string();
-    }
-    if name.contains(':') {
-        return name.to_owned();
-    }
-    normalize_dns(name)
 }
 
 /// Reasons of a denial: every deciding forbid once (naming the names it denied unless
@@ -888,17 +920,6 @@ impl Name {
             Name::Ip(ip) => format!("ip:{ip}"),
             Name::Uri(u) => format!("uri:{u}"),
             Name::None => "-".to_owned(),
-        }
-    }
-
-    /// The name alone, as a token pattern or a credential's SAN is written; `None` for
-    /// a request without names.
-    fn plain(&self) -> Option<String> {
-        match self {
-            Name::Dns(d) => Some(d.clone()),
-            Name::Ip(ip) => Some(ip.to_string()),
-            Name::Uri(u) => Some(u.clone()),
-            Name::None => None,
         }
     }
 

@@ -988,16 +988,19 @@ async fn audit_verify(state: &State) -> Result<AuditVerifyResponse, WireError> {
 }
 
 /// `apply`: an admin stores a new active version (authenticated, decided as `admin`;
-/// the principal is recorded as its author).
+/// the principal is recorded as its author). The candidate is compiled, and the comment
+/// checked, before the requester is authorized: a request that cannot succeed spends no
+/// token use or proof nonce and leaves no `allowed` decision in the audit log.
 async fn apply(state: &State, req: ApplyRequest) -> Result<PolicyVersion, WireError> {
-    let requester = authorize_admin(state, POLICY_APPLY, &req).await?;
     let compiled = Compiled::new("candidate", &req.policies, req.entities.as_deref())
         .map_err(|e| policy_error(&e))?;
+    let comment = label("comment", req.comment.clone())?;
+    let requester = authorize_admin(state, POLICY_APPLY, &req).await?;
     let new = store::NewVersion {
         policies: req.policies,
         entities: req.entities.filter(|e| !e.trim().is_empty()),
         created_by: requester.principal,
-        comment: label("comment", req.comment)?,
+        comment,
         origin: PolicyOrigin::Applied,
         restored_from: None,
         policy_count: compiled.policy_count(),
@@ -1005,21 +1008,24 @@ async fn apply(state: &State, req: ApplyRequest) -> Result<PolicyVersion, WireEr
     append(state, &new).await
 }
 
-/// `rollback`: an admin makes an earlier version's text active again.
+/// `rollback`: an admin makes an earlier version's text active again. The version is
+/// looked up and compiled, and the comment checked, before the requester is authorized
+/// (as in [`apply`]); which versions exist is no secret (`list` shows them).
 async fn rollback(state: &State, req: RollbackRequest) -> Result<PolicyVersion, WireError> {
-    let requester = authorize_admin(state, POLICY_ROLLBACK, &req).await?;
     let row = store::load(&state.db, req.version)
         .await
         .map_err(db_error)?
         .ok_or_else(|| WireError::not_found(format!("no policy version {}", req.version)))?;
     let compiled = Compiled::new("candidate", &row.policies, row.entities.as_deref())
         .map_err(|e| policy_error(&e))?;
+    let comment = label("comment", req.comment.clone())?
+        .or_else(|| Some(format!("rollback to version {}", req.version)));
+    let requester = authorize_admin(state, POLICY_ROLLBACK, &req).await?;
     let new = store::NewVersion {
         policies: row.policies,
         entities: row.entities,
         created_by: requester.principal,
-        comment: label("comment", req.comment)?
-            .or_else(|| Some(format!("rollback to version {}", req.version))),
+        comment,
         origin: PolicyOrigin::RolledBack,
         restored_from: Some(req.version),
         policy_count: compiled.policy_count(),

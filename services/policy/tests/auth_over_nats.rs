@@ -20,6 +20,9 @@
 //! - `token_create`: anonymous → `unauthenticated`, a workload credential → `denied`,
 //!   an admin credential → a token that works, audited without the token itself;
 //! - `apply` records the authenticated admin as the author; others are refused;
+//! - a malformed `apply` and a `rollback` to an unknown version are refused before the
+//!   admin is authorized: the proof's nonce is not spent (the same request and proof
+//!   sent again gets the same answer, not `replayed`) and nothing is audited;
 //! - on `ca.bundle_changed` a replica drops its cached trust bundle: a credential of a
 //!   CA that left the bundle is refused at once;
 //! - `sigil-policy mint-token` mints a token from the database that the service
@@ -36,12 +39,12 @@ use sigil_contracts::auth::{
 use sigil_contracts::issuer::IssueRequest;
 use sigil_contracts::policy::{
     Action, ApplyRequest, AuditEntry, AuditKind, Decision, EvaluateRequest, Explanation,
-    ListRequest, ListResponse, PolicyVersion, TestRequest,
+    ListRequest, ListResponse, PolicyVersion, RollbackRequest, TestRequest,
 };
 use sigil_contracts::revocation::RevokeRequest;
 use sigil_contracts::subjects::{
-    ISSUER_ISSUE, Operation, POLICY_APPLY, POLICY_EVALUATE, POLICY_LIST, POLICY_TEST,
-    POLICY_TOKEN_CREATE, REVOCATION_REVOKE,
+    ISSUER_ISSUE, Operation, POLICY_APPLY, POLICY_EVALUATE, POLICY_LIST, POLICY_ROLLBACK,
+    POLICY_TEST, POLICY_TOKEN_CREATE, REVOCATION_REVOKE,
 };
 use sigil_contracts::types::{KeyAlgorithm, Profile, RevocationReason, Sans};
 use sigil_contracts::{ErrorCode, WireError};
@@ -269,7 +272,7 @@ async fn expired_and_foreign_tokens_are_refused_and_change_nothing() {
         .unwrap();
 
     // Expired: minted at the service's time with a minute to live; the clock moves on.
-    let token = local_token(&db, "workload:web", &["*"], 60, 1, clock.now()).await;
+    let token = local_token(&db, "workload:web", &["*.internal"], 60, 1, clock.now()).await;
     let before = audit(&bus).await.len();
     clock.advance(chrono::Duration::seconds(61));
     let err = refused(
@@ -279,7 +282,7 @@ async fn expired_and_foreign_tokens_are_refused_and_change_nothing() {
     assert!(err.message.contains("expired at"), "{err:?}");
 
     // Another installation's token: its key id is unknown here…
-    let names = vec!["*".to_owned()];
+    let names = vec!["*.internal".to_owned()];
     let foreign = TokenKeys::from_secrets(vec![("other-install".into(), [7u8; 32])]).unwrap();
     let (other, _) = foreign
         .mint("admin:root", &names, HOUR, 1, clock.now())
@@ -754,29 +757,134 @@ async fn the_mint_token_command_gives_a_token_the_service_accepts() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let mut req = ApplyRequest {
+    let proof = Proof::Token {
+        token: token.clone(),
+    };
+    // A token authorizes only issue, even for an `admin:` principal: it cannot apply
+    // policies…
+    let req = ApplyRequest {
         policies: sigil_policy::templates::DEFAULT.to_owned(),
         entities: None,
         comment: None,
-        proof: Some(Proof::Token {
-            token: token.clone(),
-        }),
+        proof: Some(proof.clone()),
     };
-    let v: PolicyVersion = bus.request(POLICY_APPLY, &req, TIMEOUT).await.unwrap();
-    assert_eq!(v.created_by, "admin:ops");
-    // One use.
-    req.comment = Some("again".into());
     let err = bus
         .request::<_, PolicyVersion>(POLICY_APPLY, &req, TIMEOUT)
         .await
         .unwrap_err()
         .into_wire();
-    assert_eq!(err.code, ErrorCode::Unauthenticated, "{err:?}");
+    assert_eq!(err.code, ErrorCode::Denied, "{err:?}");
+    assert!(
+        err.reasons()
+            .iter()
+            .any(|r| r.starts_with("sigil:token-action")),
+        "{err:?}"
+    );
+    // …but it gets the admin its credential, once (the refusal above used nothing).
+    let mut want = issue(Some(&proof), &[]);
+    want.profile = Profile::TlsClient;
+    want.sans.uri = vec!["spiffe://sigil.admin/admin/ops".to_owned()];
+    let d = evaluate(&bus, &want).await.unwrap();
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.principal, "admin:ops");
+    refused(evaluate(&bus, &want).await, "replayed");
     let rows = audit(&bus).await;
     assert_eq!(rows[0].kind, AuditKind::TokenCreated);
     assert_eq!(rows[0].principal, sigil_policy::LOCAL_MINTER);
     assert!(rows[0].resource.contains("admin:ops"));
     assert!(!rows[0].resource.contains(&token));
+
+    replica.stop().await;
+    db.cleanup().await;
+}
+
+/// Validation comes before authorization: an `apply` whose policy text does not
+/// compile, or a `rollback` to a version that does not exist, cannot succeed, so it
+/// must not spend the admin's single-use proof nor leave an `allow` in the audit log.
+/// (A bootstrap token cannot apply policies at all, see above; the single-use proof of
+/// an admin is a possession proof's nonce.)
+#[tokio::test]
+async fn a_request_that_cannot_succeed_is_refused_before_the_admin_is_authorized() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    let bus = Bus::connect(&nats.url(), "auth-test").await.unwrap();
+    let pki = Pki::new("Validate First", Utc::now());
+    let _fakes = Fakes::serve(&bus, pki.bundle()).await;
+    let replica = Replica::start_authenticated(&nats, &db, None).await;
+    let admin = pki.issue(&["uri:spiffe://sigil.admin/admin/alice"], Utc::now(), 10);
+    record_issued(&bus, &db, &admin, "admin:alice").await;
+    let before = audit(&bus).await.len();
+
+    let apply = |policies: &str| {
+        let mut req = ApplyRequest {
+            policies: policies.to_owned(),
+            entities: None,
+            comment: None,
+            proof: None,
+        };
+        req.proof = Some(
+            admin
+                .credential
+                .proof(&POLICY_APPLY.subject(), &req, Utc::now())
+                .unwrap(),
+        );
+        req
+    };
+    let send_apply = |req: &ApplyRequest| {
+        let (bus, req) = (bus.clone(), req.clone());
+        async move {
+            bus.request::<_, PolicyVersion>(POLICY_APPLY, &req, TIMEOUT)
+                .await
+                .map_err(|e| e.into_wire())
+        }
+    };
+    // The same malformed request and proof twice: bad_request both times. Had the
+    // first spent the nonce, the second would be unauthenticated (replayed).
+    let malformed = apply("permit(principal, action, resource) when {");
+    for _ in 0..2 {
+        let err = send_apply(&malformed).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::BadRequest, "{err:?}");
+    }
+
+    let mut rollback = RollbackRequest {
+        version: 99,
+        comment: None,
+        proof: None,
+    };
+    rollback.proof = Some(
+        admin
+            .credential
+            .proof(&POLICY_ROLLBACK.subject(), &rollback, Utc::now())
+            .unwrap(),
+    );
+    for _ in 0..2 {
+        let err = bus
+            .request::<_, PolicyVersion>(POLICY_ROLLBACK, &rollback, TIMEOUT)
+            .await
+            .unwrap_err()
+            .into_wire();
+        assert_eq!(err.code, ErrorCode::NotFound, "{err:?}");
+    }
+    assert!(
+        new_rows(&bus, before).await.is_empty(),
+        "nothing was decided, so nothing is audited"
+    );
+
+    // The admin's credential does work here: a valid apply is authorized, audited once,
+    // and its proof then spent.
+    let valid = apply(sigil_policy::templates::DEFAULT);
+    let applied = send_apply(&valid).await.unwrap();
+    assert_eq!(applied.created_by, "admin:alice");
+    let err = send_apply(&valid).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unauthenticated, "{err:?}");
+    let rows = new_rows(&bus, before).await;
+    assert_eq!(
+        rows.iter().map(row).collect::<Vec<_>>(),
+        [
+            ("admin:alice", "admin", "allow"),
+            ("unauthenticated", "admin", "unauthenticated"),
+        ]
+    );
 
     replica.stop().await;
     db.cleanup().await;

@@ -38,7 +38,9 @@ use sigil_pki::{
     CaMaterial, Credential, LeafKey, LeafRequest, create_intermediate, create_root, generate_key,
     issue_leaf,
 };
-use sigil_policy::authn::ledger::UseLedger;
+use sigil_policy::authn::ledger::{
+    BUCKET, MAX_AGE, MAX_BYTES, NONCE_BUCKET, NONCE_MAX_AGE, UseLedger,
+};
 use sigil_policy::authn::possession::{
     CreateCredentials, PossessionVerifier, record_issued, recorded_principal,
 };
@@ -373,6 +375,112 @@ async fn a_nonce_is_accepted_once_per_credential() {
     b.consume_nonce("0abd", "nonce-0123456789ab").await.unwrap();
 }
 
+/// The stream behind KV bucket `bucket`, as the server has it now.
+async fn bucket_stream(bus: &Bus, bucket: &str) -> async_nats::jetstream::stream::Info {
+    bus.jetstream()
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn nonces_and_token_uses_are_kept_in_their_own_limited_buckets() {
+    let nats = NatsServer::start().await;
+    let bus = Bus::connect(&nats.url(), "ledger-buckets").await.unwrap();
+    let ledger = UseLedger::open(bus.jetstream()).await.unwrap();
+    ledger.use_token("jti-bucket", 1).await.unwrap();
+    ledger
+        .consume_nonce("0abc", "nonce-0123456789ab")
+        .await
+        .unwrap();
+    ledger
+        .consume_nonce("0abc", "nonce-0123456789ac")
+        .await
+        .unwrap();
+
+    let uses = bucket_stream(&bus, BUCKET).await;
+    let nonces = bucket_stream(&bus, NONCE_BUCKET).await;
+    assert_eq!(NONCE_BUCKET, "sigil-auth-nonces");
+    assert_eq!((uses.state.messages, nonces.state.messages), (1, 2));
+    assert_eq!(uses.config.max_age, MAX_AGE);
+    assert_eq!(nonces.config.max_age, NONCE_MAX_AGE);
+    assert_eq!(nonces.config.max_age, Duration::from_secs(2 * 300 + 300));
+    for stream in [&uses, &nonces] {
+        assert_eq!(stream.config.max_bytes, MAX_BYTES);
+        assert_eq!(stream.config.max_messages_per_subject, 1);
+        assert_eq!(
+            stream.config.discard,
+            async_nats::jetstream::stream::DiscardPolicy::New,
+            "a full bucket refuses new entries rather than forgetting spent ones"
+        );
+    }
+    // Opening again (another replica, a restart) changes nothing.
+    let again = UseLedger::open(bus.jetstream()).await.unwrap();
+    let replay = again.consume_nonce("0abc", "nonce-0123456789ab").await;
+    assert!(matches!(replay, Err(AuthError::Replayed(_))), "{replay:?}");
+    assert_eq!(
+        bucket_stream(&bus, NONCE_BUCKET).await.config,
+        nonces.config
+    );
+}
+
+/// Buckets made by an earlier version or by hand: one whose entries expire too soon
+/// would reopen the replay window, so open raises its max_age; one without a byte limit
+/// gets one. What they hold is kept.
+#[tokio::test]
+async fn existing_buckets_with_short_ages_or_no_byte_limit_are_raised_at_open() {
+    use async_nats::jetstream::kv;
+    let nats = NatsServer::start().await;
+    let bus = Bus::connect(&nats.url(), "ledger-upgrade").await.unwrap();
+    let js = bus.jetstream();
+    for (bucket, max_age) in [
+        (NONCE_BUCKET, Duration::from_secs(60)),
+        (BUCKET, Duration::from_secs(3600)),
+    ] {
+        js.create_key_value(kv::Config {
+            bucket: bucket.to_owned(),
+            history: 1,
+            max_age,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let old = js.get_key_value(BUCKET).await.unwrap();
+    old.create("t.jti-before", bytes::Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+
+    let ledger = UseLedger::open(js).await.unwrap();
+    let uses = bucket_stream(&bus, BUCKET).await;
+    let nonces = bucket_stream(&bus, NONCE_BUCKET).await;
+    assert_eq!(uses.config.max_age, MAX_AGE);
+    assert_eq!(nonces.config.max_age, NONCE_MAX_AGE);
+    assert_eq!(uses.config.max_bytes, MAX_BYTES);
+    assert_eq!(nonces.config.max_bytes, MAX_BYTES);
+    let spent = ledger.use_token("jti-before", 1).await;
+    assert!(matches!(spent, Err(AuthError::Replayed(_))), "{spent:?}");
+
+    // A longer age and an operator's own byte limit are left alone.
+    js.update_stream(async_nats::jetstream::stream::Config {
+        max_age: MAX_AGE,
+        max_bytes: 1 << 20,
+        ..nonces.config.clone()
+    })
+    .await
+    .unwrap();
+    UseLedger::open(js).await.unwrap();
+    let kept = bucket_stream(&bus, NONCE_BUCKET).await;
+    assert_eq!(
+        (kept.config.max_age, kept.config.max_bytes),
+        (MAX_AGE, 1 << 20)
+    );
+}
+
 // ---------------------------------------------------------------------------------
 // Possession proofs.
 
@@ -622,6 +730,90 @@ impl World {
     }
 }
 
+/// A certificate an admin had issued for a workload is not an admin credential: only
+/// a credential issued to `admin:<id>` that names exactly
+/// `spiffe://sigil.admin/admin/<id>` proves an admin.
+#[tokio::test]
+async fn only_the_admin_uri_makes_an_admin_credential() {
+    let pki = Pki::new("Sigil");
+    let w = World::start(&pki, true).await;
+    let req = request(1);
+    let cases: [(Sans, &str, &str, bool); 4] = [
+        (
+            dns("web.internal"),
+            "admin:alice",
+            "workload:web.internal",
+            false,
+        ),
+        (
+            Sans {
+                uri: vec!["spiffe://sigil.admin/admin/bob".to_owned()],
+                ..Sans::default()
+            },
+            "admin:alice",
+            "workload:spiffe://sigil.admin/admin/bob",
+            false,
+        ),
+        (
+            Sans {
+                uri: vec!["spiffe://sigil.admin/admin/alice".to_owned()],
+                dns: vec!["extra.internal".to_owned()],
+                ..Sans::default()
+            },
+            "admin:alice",
+            "workload:spiffe://sigil.admin/admin/alice",
+            false,
+        ),
+        (
+            Sans {
+                uri: vec!["spiffe://sigil.admin/admin/alice".to_owned()],
+                ..Sans::default()
+            },
+            "admin:alice",
+            "admin:alice",
+            true,
+        ),
+    ];
+    for (sans, recorded, principal, admin) in cases {
+        let (cred, issued) = pki.credential(sans, KeyAlgorithm::EcdsaP256, recorded);
+        w.record(&issued).await;
+        let who = w
+            .verify(&prove(&cred, &req, t0()), &req, t0())
+            .await
+            .unwrap();
+        assert_eq!(who.principal, principal);
+        assert!(
+            matches!(who.grant, Grant::Credential { admin: a, .. } if a == admin),
+            "{who:?}"
+        );
+    }
+}
+
+/// A leaf is the very certificate recorded under its serial: a certificate that
+/// carries a recorded serial but is not the recorded certificate (say, one signed with
+/// the key of a CA still in the bundle after a compromise) proves nothing.
+#[tokio::test]
+async fn a_certificate_that_is_not_the_recorded_one_is_refused() {
+    let pki = Pki::new("Sigil");
+    let w = World::start(&pki, true).await;
+    let (real, issued) =
+        pki.credential(dns("web.internal"), KeyAlgorithm::EcdsaP256, "workload:web");
+    let (_other, other) =
+        pki.credential(dns("web.internal"), KeyAlgorithm::EcdsaP256, "workload:web");
+    // The record under the real serial is of another certificate.
+    let mut recorded = issued.clone();
+    recorded.certificate_pem = other.certificate_pem.clone();
+    w.record(&recorded).await;
+    let req = request(1);
+    let e = w.verify(&prove(&real, &req, t0()), &req, t0()).await;
+    assert!(
+        matches!(&e, Err(AuthError::UntrustedChain(m)) if m.contains("not the one Sigil issued")),
+        "{e:?}"
+    );
+    // Nothing was fetched for it: the record check comes before any signature.
+    assert_eq!(w.bundle_requests.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn a_valid_proof_names_the_principal_the_credential_was_issued_to() {
     let pki = Pki::new("Sigil");
@@ -645,11 +837,12 @@ async fn a_valid_proof_names_the_principal_the_credential_was_issued_to() {
             method: AuthMethod::Credential,
             grant: Grant::Credential {
                 serial: issued.facts.serial.clone(),
-                names: vec![
-                    "web.internal".to_owned(),
-                    "10.0.0.7".to_owned(),
-                    "spiffe://prod/ns/web/sa/frontend".to_owned()
-                ],
+                sans: Sans {
+                    dns: vec!["web.internal".to_owned()],
+                    ip: vec!["10.0.0.7".parse().unwrap()],
+                    uri: vec!["spiffe://prod/ns/web/sa/frontend".to_owned()],
+                },
+                profile: Some(Profile::TlsClient),
                 admin: false,
             },
         }
@@ -809,6 +1002,7 @@ async fn an_unrecorded_credential_is_refused_until_its_issuance_arrives() {
         recorded_principal(&w.conn, &issued.facts.serial)
             .await
             .unwrap()
+            .map(|(p, _)| p)
             .as_deref(),
         Some("workload:web")
     );

@@ -80,10 +80,26 @@ fn credential(principal: &str, names: &[&str]) -> Requester {
         method: AuthMethod::Credential,
         grant: Grant::Credential {
             serial: "0a1b".into(),
-            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            sans: sans_of(names),
+            profile: Some(Profile::TlsServer),
             admin: principal.starts_with("admin:"),
         },
     }
+}
+
+/// Names as a certificate holds them: IP addresses, URIs (`scheme://…`), else DNS.
+fn sans_of(names: &[&str]) -> Sans {
+    let mut sans = Sans::default();
+    for n in names {
+        if let Ok(ip) = n.parse() {
+            sans.ip.push(ip);
+        } else if n.contains("://") {
+            sans.uri.push((*n).to_owned());
+        } else {
+            sans.dns.push((*n).to_owned());
+        }
+    }
+    sans
 }
 
 #[derive(Debug)]
@@ -473,14 +489,14 @@ fn table() -> Vec<Case> {
             credential("workload:web", &["web.example.com"]),
             req("-", &["dns:api.example.com"]),
             Deny(&[
-                "sigil:renewal-names: renewal must keep the credential's names (not in the credential: api.example.com; missing: web.example.com)",
+                "sigil:renewal-names: renewal must keep the credential's names and profile (not in the credential: dns:api.example.com; missing: dns:web.example.com)",
             ]),
         ),
         case_by(
             "a renewal may not drop a name",
             credential("workload:web", &["a.example.com", "b.example.com"]),
             req("-", &["dns:a.example.com"]),
-            Deny(&["sigil:renewal-names", "missing: b.example.com"]),
+            Deny(&["sigil:renewal-names", "missing: dns:b.example.com"]),
         ),
         case_by(
             "a renewal is still decided by policy",
@@ -505,8 +521,49 @@ fn table() -> Vec<Case> {
             ]),
         ),
         case_by(
+            "a DNS pattern does not allow a URI that ends like it",
+            token("workload:web", &["*.web.example.com"]),
+            req(
+                "-",
+                &["uri:spiffe://prod.example/ns/prod/sa/admin/x.web.example.com"],
+            ),
+            Deny(&["sigil:token-names"]),
+        ),
+        case_by(
+            "a token's wildcard stays within one label",
+            token("workload:web", &["*.example.com"]),
+            req("-", &["dns:a.b.example.com"]),
+            Deny(&["sigil:token-names"]),
+        ),
+        case_by(
+            "an IP pattern is a range",
+            token("workload:web", &["10.1.0.0/16"]),
+            req("-", &["ip:10.1.2.3"]),
+            AllowAs(Action::Issue),
+        ),
+        case_by(
+            "an admin token cannot revoke",
+            token("admin:ops", &["spiffe://sigil.admin/admin/ops"]),
+            with(req("-", &[]), |r| r.action = Action::Revoke),
+            Deny(&["sigil:token-action: a bootstrap token authorizes only issue"]),
+        ),
+        case_by(
+            "an admin token cannot administer",
+            token("admin:ops", &["spiffe://sigil.admin/admin/ops"]),
+            with(req("-", &[]), |r| r.action = Action::Admin),
+            Deny(&["sigil:token-action"]),
+        ),
+        case_by(
+            "a renewal may not change the profile",
+            credential("workload:web", &["web.example.com"]),
+            with(req("-", &["dns:web.example.com"]), |r| {
+                r.profile = Profile::CodeSigning
+            }),
+            Deny(&["profile code-signing asked, the credential is tls-server"]),
+        ),
+        case_by(
             "a token's pattern does not lift policy",
-            token("workload:web", &["*"]),
+            token("workload:web", &["*.com"]),
             req("-", &["dns:evil.com"]),
             Deny(&["no policy permits issue of dns name evil.com for workload:web"]),
         ),
@@ -759,7 +816,7 @@ fn the_default_set_allows_what_sigil_allowed_before_cedar() {
     let r = req("-", &["dns:web.internal"]);
     assert!(
         strict
-            .decide(&r, &token("workload:web", &["*"]), now)
+            .decide(&r, &token("workload:web", &["*.internal"]), now)
             .unwrap()
             .allowed
     );

@@ -35,6 +35,7 @@ mod common;
 
 use common::Replica;
 use common::auth::local_token;
+use common::auth::{Fakes, Pki, record_issued};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const WAIT: Duration = Duration::from_secs(15);
@@ -85,8 +86,20 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     let db = TestDb::from_env_or_sqlite().await;
     let bus = Bus::connect(&nats.url(), "policy-test").await.unwrap();
     let replica = Replica::start(&nats, &db, None).await;
-    let web = local_token(&db, "workload:web", &["*"], 3600, 100, Utc::now()).await;
-    let root = local_token(&db, "admin:root", &["*"], 3600, 1, Utc::now()).await;
+    let web = local_token(
+        &db,
+        "workload:web",
+        &["*.example.com", "*.com", "*.corp.test"],
+        3600,
+        100,
+        Utc::now(),
+    )
+    .await;
+    // The admin proves itself with its credential (a token authorizes only issue).
+    let pki = Pki::new("Evaluate Test", Utc::now());
+    let _fakes = Fakes::serve(&bus, pki.bundle()).await;
+    let admin = pki.issue(&["uri:spiffe://sigil.admin/admin/root"], Utc::now(), 1);
+    record_issued(&bus, &db, &admin, "admin:root").await;
 
     // Version 1 is the built-in default set.
     let list = versions(&bus).await;
@@ -130,11 +143,20 @@ async fn seed_apply_evaluate_and_bad_input_changes_nothing() {
     let v2: PolicyVersion = bus
         .request(
             POLICY_APPLY,
-            &ApplyRequest {
-                policies: "@id(\"only-corp\")\npermit (principal is Sigil::Workload, action, resource)\n  when { resource has dns_name && resource.dns_name like \"*.corp.test\" };\n".into(),
-                entities: None,
-                comment: Some("corp only".into()),
-                proof: Some(root.clone()),
+            &{
+                let mut apply = ApplyRequest {
+                    policies: "@id(\"only-corp\")\npermit (principal is Sigil::Workload, action, resource)\n  when { resource has dns_name && resource.dns_name like \"*.corp.test\" };\n".into(),
+                    entities: None,
+                    comment: Some("corp only".into()),
+                    proof: None,
+                };
+                apply.proof = Some(
+                    admin
+                        .credential
+                        .proof(&POLICY_APPLY.subject(), &apply, Utc::now())
+                        .unwrap(),
+                );
+                apply
             },
             TIMEOUT,
         )

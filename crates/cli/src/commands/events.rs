@@ -14,6 +14,8 @@ use crate::output;
 
 /// Without --follow, how long to wait for the next stored event before giving up.
 const IDLE: Duration = Duration::from_secs(5);
+/// Prefix of the CLI's consumer names (see [`consumer_name`]).
+pub const CONSUMER_PREFIX: &str = "cli-";
 
 /// Print events, one CloudEvents JSON object per line.
 ///
@@ -46,6 +48,7 @@ pub async fn run(global: &GlobalArgs, args: EventsArgs) -> Result<(), CliError> 
         .await
         .map_err(|e| js_err(&format!("stream {EVENTS_STREAM} (is Sigil running?)"), &e))?;
     let config = pull::OrderedConfig {
+        name: Some(consumer_name()),
         filter_subject: subject_filter(&args.subject),
         deliver_policy: deliver_policy(&args),
         ..Default::default()
@@ -95,6 +98,15 @@ async fn next_message<S: futures::Stream + Unpin>(
             .ok()
             .flatten()
     }
+}
+
+/// A fresh name for this run's ordered consumer: `cli-<random>`, one NATS subject
+/// token. Named rather than server-named so the consumers the CLI makes can be told
+/// from the services' durable ones (`nats consumer ls`, the NATS permissions of the
+/// `operator` user in deploy/nats/nats-server.conf); random so that two `sigil events`
+/// running at once never share one (they would split the events between them).
+pub fn consumer_name() -> String {
+    format!("{CONSUMER_PREFIX}{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Where to start: the stored events, unless following only what comes next.
@@ -165,6 +177,19 @@ mod tests {
             parse(&["events", "--subject", "identity.revoked"]).subject,
             "identity.revoked"
         );
+    }
+
+    #[test]
+    fn each_run_names_its_own_consumer_in_one_subject_token() {
+        let (a, b) = (consumer_name(), consumer_name());
+        assert_ne!(a, b);
+        for name in [&a, &b] {
+            assert!(name.starts_with(CONSUMER_PREFIX), "{name}");
+            assert!(
+                name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'),
+                "{name} must be a single NATS token"
+            );
+        }
     }
 
     #[test]

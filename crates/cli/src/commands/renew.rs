@@ -21,7 +21,6 @@ use sigil_contracts::issuer::{IssueRequest, IssueResponse};
 use sigil_contracts::types::{KeyAlgorithm, Profile, Sans};
 use sigil_pki::mldsa::MlDsaLevel;
 use sigil_pki::proof::Credential;
-use x509_parser::prelude::FromDer as _;
 
 use crate::commands::issue::{self, CERT_FILE, CHAIN_FILE, KEY_FILE, write_file};
 use crate::commands::{parse_duration, seconds};
@@ -94,7 +93,7 @@ impl LeafInfo {
         Ok(LeafInfo {
             serial: facts.serial,
             sans: facts.sans,
-            profile: profile_of(leaf_der)?,
+            profile: sigil_pki::profile_of(leaf_der)?,
             key_algorithm,
             alt_level,
             not_before: facts.not_before,
@@ -125,25 +124,6 @@ pub fn key_algorithm(name: &str) -> Option<KeyAlgorithm> {
     serde_json::from_value(serde_json::Value::String(name.to_ascii_lowercase()))
         .ok()
         .or_else(|| sigil_pki::CompositeAlg::from_name(name).map(|a| a.key_algorithm()))
-}
-
-/// The profile a leaf was issued with, from its extendedKeyUsage (each profile has its
-/// own set: serverAuth, clientAuth, both for SPIFFE SVIDs, codeSigning).
-pub fn profile_of(leaf_der: &[u8]) -> Result<Profile, String> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(leaf_der)
-        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    let eku = cert
-        .extended_key_usage()
-        .map_err(|e| format!("bad extendedKeyUsage: {e}"))?
-        .ok_or("the certificate has no extendedKeyUsage, so no Sigil profile")?
-        .value;
-    match (eku.server_auth, eku.client_auth, eku.code_signing) {
-        (true, true, false) => Ok(Profile::SpiffeX509Svid),
-        (true, false, false) => Ok(Profile::TlsServer),
-        (false, true, false) => Ok(Profile::TlsClient),
-        (false, false, true) => Ok(Profile::CodeSigning),
-        _ => Err("the certificate's extendedKeyUsage matches no Sigil profile".to_owned()),
-    }
 }
 
 /// The renewal request: the leaf's names and profile, `csr`, a fresh idempotency key.
@@ -507,7 +487,7 @@ mod tests {
         spec.profiles = vec![Profile::TlsServer, Profile::TlsClient, Profile::CodeSigning];
         let c = chain(ChainKind::Classical(P256), &spec);
         for (der, profile) in c.leaf_ders.iter().zip(&spec.profiles) {
-            assert_eq!(profile_of(der).unwrap(), *profile);
+            assert_eq!(sigil_pki::profile_of(der).unwrap(), *profile);
         }
         spec.profiles = vec![Profile::SpiffeX509Svid];
         spec.sans = Sans {
@@ -516,11 +496,14 @@ mod tests {
         };
         let svid = chain(ChainKind::Classical(P256), &spec);
         assert_eq!(
-            profile_of(svid.leaf_der()).unwrap(),
+            sigil_pki::profile_of(svid.leaf_der()).unwrap(),
             Profile::SpiffeX509Svid
         );
-        assert!(profile_of(&c.root_der).is_err(), "a CA has no leaf profile");
-        assert!(profile_of(b"not a certificate").is_err());
+        assert!(
+            sigil_pki::profile_of(&c.root_der).is_err(),
+            "a CA has no leaf profile"
+        );
+        assert!(sigil_pki::profile_of(b"not a certificate").is_err());
 
         let info = LeafInfo::read(c.leaf_der()).unwrap();
         assert_eq!(info.profile, Profile::TlsServer);

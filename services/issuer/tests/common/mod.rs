@@ -135,6 +135,56 @@ impl FakePolicy {
     }
 }
 
+/// A policy that, like the policy service, accepts each proof once: a bootstrap token
+/// (single use here) or a possession proof's nonce seen before is refused as
+/// `unauthenticated`, before any decision. Every other request is allowed with the
+/// lifetime asked for. It counts the `evaluate` calls it answers.
+#[derive(Debug, Clone, Default)]
+pub struct OneUsePolicy {
+    spent: Arc<Mutex<std::collections::HashSet<String>>>,
+    evaluated: Arc<Mutex<Vec<EvaluateRequest>>>,
+}
+
+/// The message a [`OneUsePolicy`] refuses a spent proof with.
+pub const PROOF_REPLAYED: &str = "this proof was already used";
+
+impl OneUsePolicy {
+    /// The fake, and the router to serve it with (see [`Base::launch`]).
+    pub fn new() -> (OneUsePolicy, Router) {
+        let fake = OneUsePolicy::default();
+        let served = fake.clone();
+        let router = Router::new(Service::Policy, "one-use policy for issuer tests").route(
+            POLICY_EVALUATE,
+            move |req: EvaluateRequest| {
+                served.evaluated.lock().unwrap().push(req.clone());
+                let fresh = match &req.proof {
+                    None => true,
+                    Some(Proof::Token { token }) => {
+                        served.spent.lock().unwrap().insert(format!("t.{token}"))
+                    }
+                    Some(Proof::Possession(p)) => served
+                        .spent
+                        .lock()
+                        .unwrap()
+                        .insert(format!("n.{}", p.nonce)),
+                };
+                let reply = if fresh {
+                    Ok(decision(&req, true, vec![], req.ttl_seconds, "one-use"))
+                } else {
+                    Err(WireError::unauthenticated(PROOF_REPLAYED))
+                };
+                async move { reply }
+            },
+        );
+        (fake, router)
+    }
+
+    /// Every `evaluate` answered so far (refused ones included), oldest first.
+    pub fn evaluated(&self) -> Vec<EvaluateRequest> {
+        self.evaluated.lock().unwrap().clone()
+    }
+}
+
 /// What every issuer test runs on: nats-server, a bus client, a database and a data
 /// directory for the issuer. Each test file adds its own methods (`impl Base`, under
 /// the name `Harness`).

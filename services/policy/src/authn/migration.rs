@@ -9,6 +9,7 @@ pub(crate) enum Credentials {
     Table,
     Serial,
     Principal,
+    Fingerprint,
     NotAfter,
     IssuerCaId,
     RecordedAt,
@@ -49,6 +50,7 @@ impl MigrationTrait for CreateCredentials {
                             .primary_key(),
                     )
                     .col(ColumnDef::new(Credentials::Principal).string().not_null())
+                    .col(ColumnDef::new(Credentials::Fingerprint).string().not_null())
                     .col(
                         ColumnDef::new(Credentials::NotAfter)
                             .timestamp_with_time_zone()

@@ -29,6 +29,7 @@ pub mod token;
 
 use sigil_contracts::WireError;
 use sigil_contracts::auth::AuthMethod;
+use sigil_contracts::types::{Profile, Sans};
 
 /// Why a request could not be authenticated.
 ///
@@ -143,12 +144,15 @@ pub enum Grant {
         names: Vec<String>,
         uses: u32,
     },
-    /// Possession of credential `serial`, whose names (SANs: DNS lower-case, IP in
-    /// textual form, URI as written) are `names`. `admin` when it was issued to an
-    /// `admin:` principal; any other credential may only renew itself.
+    /// Possession of credential `serial`, whose names are `sans` (DNS lower-case) and
+    /// whose profile (from its extendedKeyUsage) is `profile`. `admin` only for an
+    /// admin's credential: issued to `admin:<id>` and naming exactly
+    /// `spiffe://sigil.admin/admin/<id>` ([`sigil_contracts::auth::ADMIN_URI_PREFIX`]).
+    /// Any other credential may only renew itself: the same names and profile.
     Credential {
         serial: String,
-        names: Vec<String>,
+        sans: Sans,
+        profile: Option<Profile>,
         admin: bool,
     },
     /// A dry run (`policy test`) naming its principal; nothing was proven.

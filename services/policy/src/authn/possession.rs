@@ -33,14 +33,15 @@ use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, 
 use sha2::{Digest, Sha256};
 use sigil_bus::Bus;
 use sigil_contracts::auth::{
-    AuthMethod, MAX_PROOF_SKEW_SECONDS, PossessionProof, proof_message, valid_nonce,
+    ADMIN_URI_PREFIX, AuthMethod, MAX_PROOF_SKEW_SECONDS, PossessionProof, proof_message,
+    valid_nonce,
 };
 use sigil_contracts::event::IdentityIssued;
 use sigil_contracts::issuer::{TrustBundle, TrustBundleRequest};
 use sigil_contracts::normalize_serial;
 use sigil_contracts::revocation::{StatusRequest, StatusResponse};
 use sigil_contracts::subjects::{ISSUER_TRUST_BUNDLE, REVOCATION_STATUS};
-use sigil_contracts::types::{CertificateFacts, Profile};
+use sigil_contracts::types::{CertificateFacts, Profile, Sans};
 use sigil_pki::verify::MAX_PATH_LEN;
 use sigil_pki::{SignatureKind, VerifyReport};
 
@@ -64,6 +65,9 @@ pub mod entity {
         pub serial: String,
         /// The principal it was issued to (`identity.issued` `requested_by`).
         pub principal: String,
+        /// SHA-256 (lowercase hex) of the certificate's DER: a presented leaf must be
+        /// this very certificate, not merely carry its serial.
+        pub fingerprint: String,
         pub not_after: ChronoDateTimeUtc,
         /// The intermediate that signed it, when the event named it.
         pub issuer_ca_id: Option<String>,
@@ -82,9 +86,13 @@ pub mod entity {
 pub async fn record_issued(txn: &DatabaseTransaction, event: &IdentityIssued) -> Result<(), DbErr> {
     let serial =
         normalize_serial(&event.facts.serial).unwrap_or_else(|| event.facts.serial.clone());
+    let fingerprint = sigil_pki::pem::decode(&event.certificate_pem, &["CERTIFICATE"])
+        .map(|der| fingerprint(&der))
+        .unwrap_or_default();
     let row = entity::ActiveModel {
         serial: Set(serial),
         principal: Set(event.requested_by.clone()),
+        fingerprint: Set(fingerprint),
         not_after: Set(event.facts.not_after.trunc_subsecs(6)),
         issuer_ca_id: Set(event.issuer_ca_id.clone()),
         // Bookkeeping only; never compared with proof or certificate times.
@@ -104,15 +112,48 @@ pub async fn record_issued(txn: &DatabaseTransaction, event: &IdentityIssued) ->
     }
 }
 
-/// The principal credential `serial` (normalized hex) was issued to, if recorded.
+/// The principal credential `serial` (normalized hex) was issued to and the
+/// fingerprint of that certificate, if recorded.
 pub async fn recorded_principal(
     db: &DatabaseConnection,
     serial: &str,
-) -> Result<Option<String>, DbErr> {
+) -> Result<Option<(String, String)>, DbErr> {
     Ok(entity::Entity::find_by_id(serial.to_owned())
         .one(db)
         .await?
-        .map(|m| m.principal))
+        .map(|m| (m.principal, m.fingerprint)))
+}
+
+/// The principal a credential proves, and whether it proves an admin. An admin's
+/// credential was issued to `admin:<id>` and names exactly
+/// `spiffe://sigil.admin/admin/<id>` ([`ADMIN_URI_PREFIX`]). A certificate an admin
+/// had issued for some workload (recorded with the admin as its requester) proves
+/// `workload:<its first name>` instead — never the admin. Any other credential proves
+/// the principal it was issued to.
+pub fn credential_principal(recorded: String, sans: &Sans) -> (String, bool) {
+    let Some(id) = recorded.strip_prefix(ADMIN_PREFIX) else {
+        return (recorded, false);
+    };
+    let admin_uri = format!("{ADMIN_URI_PREFIX}{id}");
+    if sans.dns.is_empty() && sans.ip.is_empty() && sans.uri == [admin_uri] {
+        return (recorded, true);
+    }
+    let first = sans
+        .uri
+        .first()
+        .cloned()
+        .or_else(|| sans.dns.first().cloned())
+        .or_else(|| sans.ip.first().map(ToString::to_string))
+        .unwrap_or_else(|| "unnamed".to_owned());
+    (format!("workload:{first}"), false)
+}
+
+/// SHA-256 of a certificate's DER, lowercase hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The issuer's trust bundle as DER.
@@ -160,6 +201,9 @@ struct Verified {
     bundle: Arc<Bundle>,
     valid: Window,
 }
+
+/// Least time between two fetches of the trust bundle forced by a failing chain.
+const REFETCH_EVERY: Duration = Duration::from_secs(5);
 
 /// Most chains and principals remembered; the caches are cleared when full.
 const MAX_REMEMBERED: usize = 10_000;
@@ -214,10 +258,13 @@ pub struct PossessionVerifier {
     ledger: Arc<UseLedger>,
     request_timeout: Duration,
     bundle: RwLock<Option<Arc<Bundle>>>,
+    /// When the bundle was last fetched again because a chain failed.
+    refetched: Mutex<Option<std::time::Instant>>,
     /// Chains verified against the current bundle, by SHA-256 of the presented chain.
     verified: Mutex<HashMap<[u8; 32], Verified>>,
-    /// The principal each serial was issued to (never changes once recorded).
-    principals: Mutex<HashMap<String, String>>,
+    /// The principal each serial was issued to and its certificate's fingerprint (never
+    /// change once recorded).
+    principals: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl PossessionVerifier {
@@ -236,6 +283,7 @@ impl PossessionVerifier {
             ledger,
             request_timeout,
             bundle: RwLock::new(None),
+            refetched: Mutex::new(None),
             verified: Mutex::new(HashMap::new()),
             principals: Mutex::new(HashMap::new()),
         }
@@ -292,6 +340,16 @@ impl PossessionVerifier {
         let facts = sigil_pki::certificate_facts(leaf, Profile::TlsClient)
             .map_err(|e| AuthError::Malformed(format!("credential certificate: {e}")))?;
         let serial = facts.serial.clone();
+        // Whose it is, first: the cheapest check, and the one that turns away
+        // certificates Sigil never issued before any signature is verified or the trust
+        // bundle fetched. The leaf must be the very certificate issued under this
+        // serial (its fingerprint), not another one carrying the same serial.
+        let (principal, issued_fingerprint) = self.recorded(&serial).await?;
+        if fingerprint(leaf) != issued_fingerprint {
+            return Err(AuthError::UntrustedChain(format!(
+                "the presented certificate is not the one Sigil issued with serial {serial}"
+            )));
+        }
         let signature = decode_b64(&proof.signature, "signature")?;
         let alt = proof
             .alt_signature
@@ -313,7 +371,9 @@ impl PossessionVerifier {
         let (mut bundle, fresh) = self.bundle(false).await?;
         let key = chain_key(&chain);
         if self.still_verified(&key, &bundle, now) {
-            return self.finish(facts, serial, proof, consume).await;
+            return self
+                .finish(facts, leaf, serial, principal, proof, consume)
+                .await;
         }
         let mut report = check_chain(leaf, presented, &bundle, now);
         if !report.ok && !fresh && !only_validity_failed(&report) {
@@ -333,7 +393,8 @@ impl PossessionVerifier {
             });
         }
 
-        self.finish(facts, serial, proof, consume).await
+        self.finish(facts, leaf, serial, principal, proof, consume)
+            .await
     }
 
     /// Steps 4 to 6, once the signature and the chain hold: whose credential it is,
@@ -341,13 +402,12 @@ impl PossessionVerifier {
     async fn finish(
         &self,
         facts: CertificateFacts,
+        leaf: &[u8],
         serial: String,
+        principal: String,
         proof: &PossessionProof,
         consume: bool,
     ) -> Result<Requester, AuthError> {
-        // 4. Whose it is.
-        let principal = self.principal(&serial).await?;
-
         // 5. Not revoked (asked before the nonce is spent, so a proof refused because
         //    the revocation service did not answer can be sent again).
         let ask = StatusRequest {
@@ -377,32 +437,30 @@ impl PossessionVerifier {
             self.ledger.consume_nonce(&serial, &proof.nonce).await?;
         }
 
-        let names = facts
-            .sans
-            .dns
-            .iter()
-            .map(|d| d.to_ascii_lowercase())
-            .chain(facts.sans.ip.iter().map(ToString::to_string))
-            .chain(facts.sans.uri.iter().cloned())
-            .collect();
-        let admin = principal.starts_with(ADMIN_PREFIX);
+        let mut sans = facts.sans;
+        for d in &mut sans.dns {
+            *d = d.to_ascii_lowercase();
+        }
+        let (principal, admin) = credential_principal(principal, &sans);
         Ok(Requester {
             principal,
             method: AuthMethod::Credential,
             grant: Grant::Credential {
                 serial,
-                names,
+                sans,
+                profile: sigil_pki::profile_of(leaf).ok(),
                 admin,
             },
         })
     }
 
-    /// The principal `serial` was issued to: remembered, else from the database.
-    async fn principal(&self, serial: &str) -> Result<String, AuthError> {
+    /// The principal `serial` was issued to and its certificate's fingerprint:
+    /// remembered, else from the database.
+    async fn recorded(&self, serial: &str) -> Result<(String, String), AuthError> {
         if let Some(p) = lock(&self.principals).get(serial) {
             return Ok(p.clone());
         }
-        let principal = recorded_principal(&self.db, serial)
+        let recorded = recorded_principal(&self.db, serial)
             .await
             .map_err(|e| AuthError::Unavailable(format!("policy database: {e}")))?
             .ok_or_else(|| {
@@ -414,8 +472,8 @@ impl PossessionVerifier {
         if known.len() >= MAX_REMEMBERED {
             known.clear();
         }
-        known.insert(serial.to_owned(), principal.clone());
-        Ok(principal)
+        known.insert(serial.to_owned(), recorded.clone());
+        Ok(recorded)
     }
 
     fn still_verified(&self, key: &[u8; 32], bundle: &Arc<Bundle>, now: DateTime<Utc>) -> bool {
@@ -441,6 +499,17 @@ impl PossessionVerifier {
     /// The trust bundle: the cached one unless `refresh` (or none is cached). Answers
     /// whether it was fetched just now.
     async fn bundle(&self, refresh: bool) -> Result<(Arc<Bundle>, bool), AuthError> {
+        // A forced refetch (a chain that did not verify) happens at most once per
+        // REFETCH_EVERY: proofs with foreign chains must not turn into a request to the
+        // issuer each.
+        let refresh = refresh && {
+            let mut last = lock(&self.refetched);
+            let due = last.is_none_or(|t| t.elapsed() >= REFETCH_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
         if !refresh {
             let cached = match self.bundle.read() {
                 Ok(b) => b.clone(),

@@ -366,6 +366,7 @@ fn check_names(names: &[String]) -> Result<(), AuthError> {
                 "name pattern {name:?} must be 1 to {MAX_NAME_LEN} characters without whitespace"
             )));
         }
+        sigil_contracts::auth::check_pattern(name).map_err(AuthError::Malformed)?;
     }
     Ok(())
 }

@@ -261,7 +261,7 @@ pub async fn record_issued(bus: &Bus, db: &TestDb, issued: &Issued, principal: &
         sigil_policy::authn::possession::recorded_principal(&conn, &serial)
             .await
             .unwrap()
-            .filter(|p| p == principal)
+            .filter(|(p, _)| p == principal)
     })
     .await;
     conn.close().await.unwrap();
