@@ -41,6 +41,16 @@ listener "tcp" {
 api_addr     = "http://127.0.0.1:$port"
 cluster_addr = "http://127.0.0.1:$cport"
 HCL
+# OpenBao 2.x declares audit devices in its configuration only.
+if [[ "$AUDIT" == "audit" ]]; then
+  cat >>"$work/bao.hcl" <<HCL
+audit "file" "bench" {
+  options {
+    file_path = "$work/audit.log"
+  }
+}
+HCL
+fi
 "$BAO" server -config="$work/bao.hcl" >"$work/bao.log" 2>&1 &
 pid=$!
 export BAO_ADDR="http://127.0.0.1:$port" VAULT_ADDR="http://127.0.0.1:$port"
@@ -55,7 +65,6 @@ export BAO_TOKEN=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["r
 export VAULT_TOKEN="$BAO_TOKEN"
 for _ in $(seq 1 100); do "$BAO" secrets list >/dev/null 2>&1 && break; sleep 0.1; done
 "$BAO" secrets enable pki >/dev/null
-[[ "$AUDIT" == "audit" ]] && "$BAO" audit enable file file_path="$work/audit.log" >/dev/null
 "$BAO" secrets tune -max-lease-ttl=87600h pki >/dev/null
 "$BAO" write -format=json pki/root/generate/internal common_name="Bench Root" key_type=ec key_bits=256 ttl=87600h >/dev/null
 no_store=false; [[ "$MODE" == "no_store" ]] && no_store=true

@@ -889,3 +889,173 @@ async fn a_request_that_cannot_succeed_is_refused_before_the_admin_is_authorized
     replica.stop().await;
     db.cleanup().await;
 }
+
+/// What a row of [`the_authentication_table`] expects.
+enum Outcome {
+    /// Allowed, decided as this action, for this principal.
+    Allow(Action, &'static str),
+    /// Denied; some reason contains this.
+    Deny(&'static str),
+    /// Refused as `unauthenticated` with this `details.auth_failure` (any, when empty).
+    Refused(&'static str),
+}
+
+/// The authentication cases as one table, against a live replica (each row is sent in
+/// order; a row may depend on the ones before it, as a replay does): tokens used, used
+/// again, expired, foreign or outside their patterns; admin and workload credentials
+/// revoking; renewals of the same and of another identity; a revoked credential
+/// renewing; no proof at all. Every row also leaves exactly one audit row.
+#[tokio::test]
+async fn the_authentication_table() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::from_env_or_sqlite().await;
+    let bus = Bus::connect(&nats.url(), "auth-table").await.unwrap();
+    let pki = Pki::new("Auth Table", Utc::now());
+    let fakes = Fakes::serve(&bus, pki.bundle()).await;
+    let replica = Replica::start_authenticated(&nats, &db, None).await;
+    let admin = pki.issue(&["uri:spiffe://sigil.admin/admin/alice"], Utc::now(), 10);
+    let web = pki.issue(&["dns:web.internal"], Utc::now(), 1);
+    let api = pki.issue(&["dns:api.internal"], Utc::now(), 1);
+    let gone = pki.issue(&["dns:gone.internal"], Utc::now(), 1);
+    let by_admin = pki.issue(&["dns:svc.internal"], Utc::now(), 1);
+    record_issued(&bus, &db, &admin, "admin:alice").await;
+    record_issued(&bus, &db, &web, "workload:web").await;
+    record_issued(&bus, &db, &api, "workload:api").await;
+    record_issued(&bus, &db, &gone, "workload:gone").await;
+    record_issued(&bus, &db, &by_admin, "admin:alice").await;
+    fakes.revoke(&gone.serial());
+
+    let now = Utc::now();
+    let token = local_token(&db, "workload:web", &["*.web.internal"], HOUR, 1, now).await;
+    let expired = local_token(
+        &db,
+        "workload:web",
+        &["*.web.internal"],
+        60,
+        1,
+        now - chrono::Duration::hours(1),
+    )
+    .await;
+    let admin_token = local_token(
+        &db,
+        "admin:ops",
+        &["spiffe://sigil.admin/admin/ops"],
+        HOUR,
+        5,
+        now,
+    )
+    .await;
+    let (foreign, _) = TokenKeys::from_secrets(vec![("elsewhere".into(), [3u8; 32])])
+        .unwrap()
+        .mint("workload:web", &["*.web.internal".to_owned()], HOUR, 1, now)
+        .unwrap();
+    let foreign = Proof::Token { token: foreign };
+    let mut admin_token_revoke = issue(Some(&admin_token), &[]);
+    admin_token_revoke.action = Action::Revoke;
+
+    use Outcome::*;
+    let table: Vec<(&str, EvaluateRequest, Outcome)> = vec![
+        (
+            "a token inside its pattern",
+            issue(Some(&token), &["a.web.internal"]),
+            Allow(Action::Issue, "workload:web"),
+        ),
+        (
+            "the same token replayed",
+            issue(Some(&token), &["b.web.internal"]),
+            Refused("replayed"),
+        ),
+        (
+            "an expired token",
+            issue(Some(&expired), &["a.web.internal"]),
+            Refused("expired"),
+        ),
+        (
+            "a token signed by another installation",
+            issue(Some(&foreign), &["a.web.internal"]),
+            Refused("bad_signature"),
+        ),
+        (
+            "a token outside its pattern",
+            issue(Some(&admin_token), &["evil.test"]),
+            Deny("sigil:token-names"),
+        ),
+        (
+            "an admin token revoking",
+            admin_token_revoke,
+            Deny("sigil:token-action"),
+        ),
+        (
+            "an admin credential revoking",
+            revoke_by(&admin, &api),
+            Allow(Action::Revoke, "admin:alice"),
+        ),
+        (
+            "a non-admin revoke",
+            revoke_by(&web, &api),
+            Deny("no policy permits revoke"),
+        ),
+        (
+            "a credential an admin had issued revoking",
+            revoke_by(&by_admin, &api),
+            Deny("no policy permits revoke"),
+        ),
+        (
+            "a credential renewing itself",
+            renew_by(&web, &web.facts.sans),
+            Allow(Action::Renew, "workload:web"),
+        ),
+        (
+            "a renewal for another identity",
+            renew_by(&web, &api.facts.sans),
+            Deny("sigil:renewal-names"),
+        ),
+        (
+            "a revoked credential renewing",
+            renew_by(&gone, &gone.facts.sans),
+            Refused("revoked"),
+        ),
+        (
+            "no proof at all",
+            issue(None, &["a.web.internal"]),
+            Refused(""),
+        ),
+    ];
+    let mut rows = audit(&bus).await.len();
+    for (what, req, expect) in table {
+        let got = evaluate(&bus, &req).await;
+        match (&expect, &got) {
+            (Allow(action, principal), Ok(d)) => {
+                assert!(d.allowed, "{what}: {d:?}");
+                assert_eq!(d.action, Some(*action), "{what}");
+                assert_eq!(d.principal, *principal, "{what}");
+            }
+            (Deny(needle), Ok(d)) => {
+                assert!(!d.allowed, "{what}: {d:?}");
+                assert!(
+                    d.reasons.iter().any(|r| r.contains(needle)),
+                    "{what}: {:?}",
+                    d.reasons
+                );
+            }
+            (Refused(""), Err(e)) => {
+                assert_eq!(e.code, ErrorCode::Unauthenticated, "{what}: {e:?}");
+            }
+            (Refused(failure), Err(e)) => {
+                assert_eq!(e.code, ErrorCode::Unauthenticated, "{what}: {e:?}");
+                assert_eq!(
+                    e.details.as_ref().map(|d| d["auth_failure"].clone()),
+                    Some(serde_json::Value::from(*failure)),
+                    "{what}: {e:?}"
+                );
+            }
+            _ => panic!("{what}: unexpected {got:?}"),
+        }
+        let now_rows = audit(&bus).await.len();
+        assert_eq!(now_rows, rows + 1, "{what}: one audit row per request");
+        rows = now_rows;
+    }
+    drop(fakes);
+    replica.stop().await;
+    db.cleanup().await;
+}
