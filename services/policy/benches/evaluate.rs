@@ -94,7 +94,13 @@ fn web() -> Requester {
         method: AuthMethod::Token,
         grant: Grant::Token {
             jti: "bench".into(),
-            names: vec!["*".into()],
+            // DNS patterns: `*` is one label.
+            names: vec![
+                "*.team500.example.com".into(),
+                "team500.example.com".into(),
+                "*.com".into(),
+                "*.example.com".into(),
+            ],
             uses: 1,
         },
     }
