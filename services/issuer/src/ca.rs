@@ -1224,7 +1224,7 @@ mod tests {
     #[tokio::test]
     async fn slots_migration_maps_active_to_current_and_retires_the_rest() {
         use sea_orm_migration::MigratorTrait as _;
-        let (_dir, db, keys, now) = setup().await;
+        let (dir, db, keys, now) = setup().await;
         let first = create(&db, &keys, SPEC, "T", now, false)
             .await
             .ok()
@@ -1243,6 +1243,14 @@ mod tests {
             .unwrap();
         let steps = u32::try_from(all.len() - slots).unwrap();
         crate::Migrator::down(&db, Some(steps)).await.unwrap();
+        // Forward again on fresh connections, as a restarted issuer would: a pooled
+        // SQLite connection that has not yet read the changed schema may still see the
+        // dropped column (seen once in 40 runs under load as "duplicate column name").
+        db.close().await.unwrap();
+        let url = sigil_store::sqlite_url(&dir.path().join("issuer.db"));
+        let db = sigil_store::open::<crate::Migrator>(&url, "issuer")
+            .await
+            .unwrap();
         crate::Migrator::up(&db, None).await.unwrap();
         let listed = list(&db).await.unwrap();
         let state = |id: &str| {
