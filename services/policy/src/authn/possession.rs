@@ -375,13 +375,20 @@ impl PossessionVerifier {
                 .finish(facts, leaf, serial, principal, proof, consume)
                 .await;
         }
+        // Not remembered: the attached CA certificates must parse (junk is "malformed",
+        // not a failed path), and bound the window the verified chain is remembered for.
+        let presented_valid =
+            presented_window(presented)?.narrow(facts.not_before, facts.not_after);
         let mut report = check_chain(leaf, presented, &bundle, now);
         if !report.ok && !fresh && !only_validity_failed(&report) {
             bundle = self.bundle(true).await?.0;
             report = check_chain(leaf, presented, &bundle, now);
         }
         if report.ok {
-            self.remember_verified(key, &bundle, chain_window(&chain, &bundle));
+            let valid = bundle
+                .valid
+                .narrow(presented_valid.from, presented_valid.until);
+            self.remember_verified(key, &bundle, valid);
         } else {
             let failed = failures(&report);
             return Err(if only_validity_failed(&report) {
@@ -553,17 +560,16 @@ fn chain_key(chain: &[Vec<u8>]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// Where every certificate of the presented chain and of the bundle is valid.
-fn chain_window(chain: &[Vec<u8>], bundle: &Bundle) -> Window {
-    chain.iter().fold(bundle.valid, |w, der| {
-        match sigil_pki::certificate_facts(der, Profile::TlsClient) {
-            Ok(f) => w.narrow(f.not_before, f.not_after),
-            Err(_) => Window {
-                from: DateTime::<Utc>::MAX_UTC,
-                until: DateTime::<Utc>::MIN_UTC,
-            },
-        }
-    })
+/// Where every attached CA certificate is valid; `Malformed` when one does not parse.
+fn presented_window(presented: &[Vec<u8>]) -> Result<Window, AuthError> {
+    presented
+        .iter()
+        .enumerate()
+        .try_fold(Window::ALWAYS, |w, (i, der)| {
+            let f = sigil_pki::certificate_facts(der, Profile::TlsClient)
+                .map_err(|e| AuthError::Malformed(format!("chain certificate #{}: {e}", i + 2)))?;
+            Ok(w.narrow(f.not_before, f.not_after))
+        })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -573,7 +579,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// The presented chain as DER, leaf first; at most [`MAX_PATH_LEN`] certificates.
+/// The presented chain as DER, leaf first; at most [`MAX_PATH_LEN`] certificates (the
+/// leaf is parsed by the caller; the CA certificates only when the chain is not
+/// remembered).
 fn parse_chain(chain_pem: &[String]) -> Result<Vec<Vec<u8>>, AuthError> {
     if chain_pem.is_empty() {
         return Err(AuthError::Malformed(
@@ -590,12 +598,8 @@ fn parse_chain(chain_pem: &[String]) -> Result<Vec<Vec<u8>>, AuthError> {
         .iter()
         .enumerate()
         .map(|(i, pem)| {
-            let der = sigil_pki::pem::decode(pem, &["CERTIFICATE"])
-                .map_err(|e| AuthError::Malformed(format!("chain certificate #{}: {e}", i + 1)))?;
-            // Parsed here too, so junk is "malformed" rather than a failed signature.
-            sigil_pki::certificate_facts(&der, Profile::TlsClient)
-                .map_err(|e| AuthError::Malformed(format!("chain certificate #{}: {e}", i + 1)))?;
-            Ok(der)
+            sigil_pki::pem::decode(pem, &["CERTIFICATE"])
+                .map_err(|e| AuthError::Malformed(format!("chain certificate #{}: {e}", i + 1)))
         })
         .collect()
 }
