@@ -54,7 +54,7 @@ use sigil_testkit::{NatsServer, TestDb};
 mod common;
 
 use common::Replica;
-use common::auth::{Fakes, Issued, Pki, audit, local_token, record_issued};
+use common::auth::{Fakes, Issued, Pki, audit, issue_recorded, local_token, record_issued};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const HOUR: i64 = 3600;
@@ -426,12 +426,17 @@ async fn possession_proofs_authenticate_admins_and_renewals() {
     let pki = Pki::new("Auth Test", Utc::now());
     let fakes = Fakes::serve(&bus, pki.bundle()).await;
     let replica = Replica::start_authenticated(&nats, &db, None).await;
-    let admin = pki.issue(&["uri:spiffe://sigil.admin/admin/alice"], Utc::now(), 10);
-    let web = pki.issue(&["dns:web.internal"], Utc::now(), 1);
-    let api = pki.issue(&["dns:api.internal"], Utc::now(), 1);
-    record_issued(&bus, &db, &admin, "admin:alice").await;
-    record_issued(&bus, &db, &web, "workload:web").await;
-    record_issued(&bus, &db, &api, "workload:api").await;
+    let admin = issue_recorded(
+        &bus,
+        &db,
+        &pki,
+        &["uri:spiffe://sigil.admin/admin/alice"],
+        10,
+        "admin:alice",
+    )
+    .await;
+    let web = issue_recorded(&bus, &db, &pki, &["dns:web.internal"], 1, "workload:web").await;
+    let api = issue_recorded(&bus, &db, &pki, &["dns:api.internal"], 1, "workload:api").await;
     let before = audit(&bus).await.len();
 
     // An admin credential may revoke.
@@ -913,16 +918,20 @@ async fn the_authentication_table() {
     let pki = Pki::new("Auth Table", Utc::now());
     let fakes = Fakes::serve(&bus, pki.bundle()).await;
     let replica = Replica::start_authenticated(&nats, &db, None).await;
-    let admin = pki.issue(&["uri:spiffe://sigil.admin/admin/alice"], Utc::now(), 10);
-    let web = pki.issue(&["dns:web.internal"], Utc::now(), 1);
-    let api = pki.issue(&["dns:api.internal"], Utc::now(), 1);
-    let gone = pki.issue(&["dns:gone.internal"], Utc::now(), 1);
-    let by_admin = pki.issue(&["dns:svc.internal"], Utc::now(), 1);
-    record_issued(&bus, &db, &admin, "admin:alice").await;
-    record_issued(&bus, &db, &web, "workload:web").await;
-    record_issued(&bus, &db, &api, "workload:api").await;
-    record_issued(&bus, &db, &gone, "workload:gone").await;
-    record_issued(&bus, &db, &by_admin, "admin:alice").await;
+    let admin = issue_recorded(
+        &bus,
+        &db,
+        &pki,
+        &["uri:spiffe://sigil.admin/admin/alice"],
+        10,
+        "admin:alice",
+    )
+    .await;
+    let web = issue_recorded(&bus, &db, &pki, &["dns:web.internal"], 1, "workload:web").await;
+    let api = issue_recorded(&bus, &db, &pki, &["dns:api.internal"], 1, "workload:api").await;
+    let gone = issue_recorded(&bus, &db, &pki, &["dns:gone.internal"], 1, "workload:gone").await;
+    // An admin had it issued for a workload: it proves that workload, not the admin.
+    let by_admin = issue_recorded(&bus, &db, &pki, &["dns:svc.internal"], 1, "admin:alice").await;
     fakes.revoke(&gone.serial());
 
     let now = Utc::now();

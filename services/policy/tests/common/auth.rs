@@ -228,6 +228,21 @@ impl Drop for Fakes {
     }
 }
 
+/// A credential for `sans` from `pki` (see [`Pki::issue`]), valid `days`, announced as
+/// issued to `principal` and recorded by the policy service.
+pub async fn issue_recorded(
+    bus: &Bus,
+    db: &TestDb,
+    pki: &Pki,
+    sans: &[&str],
+    days: i64,
+    principal: &str,
+) -> Issued {
+    let issued = pki.issue(sans, Utc::now(), days);
+    record_issued(bus, db, &issued, principal).await;
+    issued
+}
+
 /// Announce `issued` as issued to `principal` (an `identity.issued` event on the
 /// stream, as the issuer publishes it) and wait until the policy service recorded it.
 pub async fn record_issued(bus: &Bus, db: &TestDb, issued: &Issued, principal: &str) {
