@@ -23,8 +23,22 @@ use tokio::sync::{mpsc, oneshot};
 pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = Result<(), DbErr>> + Send + 'a>>;
 
 /// One caller's write, applied inside a transaction it does not own.
-pub trait Write: Send + Sync + 'static {
+pub trait Write: Send + Sync + Sized + 'static {
     fn apply<'a>(&'a self, txn: &'a DatabaseTransaction) -> WriteFuture<'a>;
+
+    /// Apply several writes in one transaction, in order. The default applies each
+    /// with [`Write::apply`]; a kind of write whose rows can share statements
+    /// (multi-row inserts, one read of common state) overrides it. On `Err` the
+    /// transaction is rolled back and each write is applied again on its own, so an
+    /// override only needs to be all-or-nothing.
+    fn apply_batch<'a>(writes: &'a [&'a Self], txn: &'a DatabaseTransaction) -> WriteFuture<'a> {
+        Box::pin(async move {
+            for write in writes {
+                write.apply(txn).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 type Job<W> = (W, oneshot::Sender<Result<(), DbErr>>);
@@ -101,9 +115,8 @@ async fn run<W: Write>(db: DatabaseConnection, mut rx: mpsc::Receiver<Job<W>>, m
 
 async fn apply_all<W: Write>(db: &DatabaseConnection, batch: &[Job<W>]) -> Result<(), DbErr> {
     let txn = db.begin().await?;
-    for (write, _) in batch {
-        write.apply(&txn).await?;
-    }
+    let writes: Vec<&W> = batch.iter().map(|(write, _)| write).collect();
+    W::apply_batch(&writes, &txn).await?;
     txn.commit().await
 }
 

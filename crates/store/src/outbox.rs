@@ -27,6 +27,10 @@ const BATCH: u64 = 256;
 /// well past JetStream's 2-hour dedupe window, after which a re-publish would no
 /// longer be dropped anyway.
 pub const KEEP_SENT: Duration = Duration::from_secs(24 * 3600);
+/// How often, at most, the relay counts unsent rows for the `sigil_outbox_pending`
+/// gauge (the relay also wakes at least once a second, so the gauge is never more
+/// than about this old).
+const COUNT_EVERY: Duration = Duration::from_secs(1);
 /// How often the relay prunes published rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -60,20 +64,35 @@ pub async fn enqueue<C: ConnectionTrait, T: EventData>(
     conn: &C,
     event: &CloudEvent<T>,
 ) -> Result<(), DbErr> {
-    let payload = serde_json::to_string(event)
-        .map_err(|e| DbErr::Custom(format!("cannot encode event: {e}")))?;
-    // One INSERT; nothing is read back.
-    entity::Entity::insert(entity::ActiveModel {
-        event_id: Set(event.id.clone()),
-        subject: Set(event.nats_subject()),
-        payload: Set(payload),
-        traceparent: Set(event.traceparent.clone()),
-        created_at: Set(event.time),
-        sent_at: Set(None),
-        ..Default::default()
-    })
-    .exec_without_returning(conn)
-    .await?;
+    enqueue_many(conn, &[event]).await
+}
+
+/// Write `events` to the outbox inside the caller's transaction, in order, with one
+/// multi-row INSERT (nothing is read back). Nothing is written for an empty slice.
+pub async fn enqueue_many<C: ConnectionTrait, T: EventData>(
+    conn: &C,
+    events: &[&CloudEvent<T>],
+) -> Result<(), DbErr> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = serde_json::to_string(event)
+            .map_err(|e| DbErr::Custom(format!("cannot encode event: {e}")))?;
+        rows.push(entity::ActiveModel {
+            event_id: Set(event.id.clone()),
+            subject: Set(event.nats_subject()),
+            payload: Set(payload),
+            traceparent: Set(event.traceparent.clone()),
+            created_at: Set(event.time),
+            sent_at: Set(None),
+            ..Default::default()
+        });
+    }
+    entity::Entity::insert_many(rows)
+        .exec_without_returning(conn)
+        .await?;
     Ok(())
 }
 
@@ -126,12 +145,15 @@ impl Outbox {
     ) {
         let mut backoff = Duration::from_millis(50);
         let mut pruned_at = tokio::time::Instant::now();
+        let mut counted_at = None;
         loop {
             if pruned_at.elapsed() >= PRUNE_EVERY {
                 pruned_at = tokio::time::Instant::now();
                 self.prune(service).await;
             }
-            match self.publish_batch(&bus, service, &metrics).await {
+            let published = self.publish_batch(&bus, service, &metrics).await;
+            self.count_pending(service, &metrics, &mut counted_at).await;
+            match published {
                 Ok(n) if n as u64 == BATCH => continue,
                 Ok(_) => {
                     backoff = Duration::from_millis(50);
@@ -168,6 +190,24 @@ impl Outbox {
             Ok(0) => {}
             Ok(n) => tracing::debug!(service, rows = n, "pruned published outbox rows"),
             Err(e) => tracing::warn!(service, error = %e, "cannot prune the outbox"),
+        }
+    }
+
+    /// Sets the pending-events gauge, counting at most once per [`COUNT_EVERY`]
+    /// (`counted_at` is when it last did): a count per published batch would be one
+    /// more query per issuance under load.
+    async fn count_pending(
+        &self,
+        service: &'static str,
+        metrics: &Metrics,
+        counted_at: &mut Option<tokio::time::Instant>,
+    ) {
+        if counted_at.is_some_and(|t| t.elapsed() < COUNT_EVERY) {
+            return;
+        }
+        *counted_at = Some(tokio::time::Instant::now());
+        if let Ok(n) = pending(&self.db).await {
+            metrics.set_outbox_pending(service, n);
         }
     }
 
@@ -211,9 +251,6 @@ impl Outbox {
                 .map_err(|e| e.to_string())?;
             for _ in 0..acked {
                 metrics.event_published(service);
-            }
-            if let Ok(n) = pending(&self.db).await {
-                metrics.set_outbox_pending(service, n);
             }
         }
         result.map_err(|e| e.to_string())?;

@@ -710,45 +710,98 @@ pub(crate) enum Record {
 impl group::Write for Record {
     fn apply<'a>(&'a self, txn: &'a sea_orm::DatabaseTransaction) -> group::WriteFuture<'a> {
         Box::pin(async move {
-            match self {
-                Record::Intent(intent) => {
-                    // Kept only while the intermediate is still `current`: the insert
-                    // comes first (it takes SQLite's write lock, so the check below
-                    // reads the latest state), then the CA row is read under a shared
-                    // row lock on PostgreSQL. An activation that retires it either
-                    // waits for this intent, and counts it in `retire_until`, or has
-                    // committed, and the transaction is rolled back and the request
-                    // prepared again.
-                    intent::entity::Entity::insert((**intent).clone())
-                        .exec_without_returning(txn)
-                        .await?;
-                    let sea_orm::ActiveValue::Set(ca_id) = &intent.issuer_ca_id else {
-                        return Err(DbErr::RecordNotInserted);
-                    };
-                    let signing = ca::entity::Entity::find_by_id(ca_id.clone())
-                        .lock_shared()
-                        .one(txn)
-                        .await?;
-                    if signing.is_none_or(|row| row.state != CaState::Current.as_str()) {
-                        return Err(DbErr::RecordNotInserted);
-                    }
-                    Ok(())
-                }
-                Record::Issued {
-                    row,
-                    event,
-                    serial,
-                    at,
-                } => {
-                    entity::Entity::insert((**row).clone())
-                        .exec_without_returning(txn)
-                        .await?;
-                    outbox::enqueue(txn, event.as_ref()).await?;
-                    set_intent_state(txn, serial, intent::ISSUED, *at).await
-                }
-            }
+            let one = [self];
+            Self::apply_batch(&one, txn).await
         })
     }
+
+    /// Every intent of the batch in one INSERT, then one read of their intermediates;
+    /// every issuance in one INSERT, their events in one outbox INSERT and their
+    /// intents marked `issued` in one UPDATE. All or nothing: the group commit applies
+    /// the writes one by one when the batch fails, so each caller gets its own outcome.
+    fn apply_batch<'a>(
+        writes: &'a [&'a Self],
+        txn: &'a sea_orm::DatabaseTransaction,
+    ) -> group::WriteFuture<'a> {
+        Box::pin(async move {
+            let mut intents = Vec::new();
+            let mut rows = Vec::new();
+            let mut events = Vec::new();
+            let mut serials = Vec::new();
+            let mut issued_at = None;
+            for write in writes {
+                match write {
+                    Record::Intent(intent) => intents.push((**intent).clone()),
+                    Record::Issued {
+                        row,
+                        event,
+                        serial,
+                        at,
+                    } => {
+                        rows.push((**row).clone());
+                        events.push(event.as_ref());
+                        serials.push(serial.clone());
+                        issued_at = issued_at.max(Some(*at));
+                    }
+                }
+            }
+            if !intents.is_empty() {
+                record_intents(txn, intents).await?;
+            }
+            if let Some(at) = issued_at {
+                let count = rows.len() as u64;
+                entity::Entity::insert_many(rows)
+                    .exec_without_returning(txn)
+                    .await?;
+                outbox::enqueue_many(txn, &events).await?;
+                let updated = intent::entity::Entity::update_many()
+                    .col_expr(intent::entity::Column::State, Expr::value(intent::ISSUED))
+                    .col_expr(intent::entity::Column::UpdatedAt, Expr::value(at))
+                    .filter(intent::entity::Column::Serial.is_in(serials))
+                    .exec(txn)
+                    .await?;
+                if updated.rows_affected != count {
+                    return Err(DbErr::RecordNotUpdated);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Insert `prepared` intents, kept only while every intermediate they name is still
+/// `current`: the insert comes first (it takes SQLite's write lock, so the check below
+/// reads the latest state), then the CA rows are read under a shared row lock on
+/// PostgreSQL. An activation that retires one either waits for these intents, and
+/// counts them in `retire_until`, or has committed, and the transaction is rolled back
+/// ([`DbErr::RecordNotInserted`]) and the request prepared again.
+async fn record_intents(
+    txn: &sea_orm::DatabaseTransaction,
+    intents: Vec<intent::entity::ActiveModel>,
+) -> Result<(), DbErr> {
+    let mut ca_ids = Vec::new();
+    for intent in &intents {
+        let sea_orm::ActiveValue::Set(ca_id) = &intent.issuer_ca_id else {
+            return Err(DbErr::RecordNotInserted);
+        };
+        if !ca_ids.contains(ca_id) {
+            ca_ids.push(ca_id.clone());
+        }
+    }
+    intent::entity::Entity::insert_many(intents)
+        .exec_without_returning(txn)
+        .await?;
+    let wanted = ca_ids.len();
+    let current = ca::entity::Entity::find()
+        .filter(ca::entity::Column::Id.is_in(ca_ids))
+        .filter(ca::entity::Column::State.eq(CaState::Current.as_str()))
+        .lock_shared()
+        .all(txn)
+        .await?;
+    if current.len() != wanted {
+        return Err(DbErr::RecordNotInserted);
+    }
+    Ok(())
 }
 
 /// A CRL or OCSP base URL: `http://` or `https://`, printable ASCII without spaces,

@@ -930,3 +930,42 @@ async fn an_existing_classical_installation_stays_classical() {
     );
     issuer.stop().await;
 }
+
+/// Concurrent issuances share group-committed transactions (multi-row inserts of
+/// intents, issuances and outbox events): every one of them is recorded, its intent
+/// marked `issued`, and announced once.
+#[tokio::test]
+async fn concurrent_issuances_are_each_recorded_marked_and_announced() {
+    const N: usize = 40;
+    let h = Harness::start(true).await;
+    let issuer = h.issuer().await;
+    let mut set = tokio::task::JoinSet::new();
+    for n in 0..N {
+        let bus = h.bus.clone();
+        let req = server_key_request(&[&format!("batch-{n}.example.com")]);
+        set.spawn(async move {
+            bus.request::<_, IssueResponse>(ISSUER_ISSUE, &req, TIMEOUT)
+                .await
+        });
+    }
+    let mut serials = std::collections::BTreeSet::new();
+    while let Some(r) = set.join_next().await {
+        serials.insert(r.unwrap().unwrap().serial);
+    }
+    assert_eq!(serials.len(), N);
+    assert_eq!(h.count("issuer_issuance").await, N as i64);
+    assert_eq!(
+        h.count("issuer_intent WHERE state = 'issued'").await,
+        N as i64
+    );
+    assert_eq!(
+        h.count("outbox WHERE subject LIKE 'sigil.events.v1.identity.%'")
+            .await,
+        N as i64
+    );
+    eventually(TIMEOUT, "every event on the stream", || async {
+        (h.events().await == N as u64).then_some(())
+    })
+    .await;
+    issuer.stop().await;
+}

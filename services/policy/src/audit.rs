@@ -172,6 +172,14 @@ impl group::Write for NewEntry {
     fn apply<'a>(&'a self, txn: &'a DatabaseTransaction) -> group::WriteFuture<'a> {
         Box::pin(async move { insert(txn, self).await.map(|_| ()) })
     }
+
+    /// One lock, one read of the tail and one INSERT for the whole batch.
+    fn apply_batch<'a>(
+        writes: &'a [&'a Self],
+        txn: &'a DatabaseTransaction,
+    ) -> group::WriteFuture<'a> {
+        Box::pin(async move { insert_all(txn, writes).await.map(|_| ()) })
+    }
 }
 
 /// The `at` text that is hashed: RFC 3339 UTC with microseconds.
@@ -208,6 +216,22 @@ pub fn hash_of(m: &entity::Model) -> String {
 
 /// Append `entry` after the current tail inside `txn`; answers the stored row.
 pub async fn insert(txn: &DatabaseTransaction, entry: &NewEntry) -> Result<entity::Model, DbErr> {
+    let mut rows = insert_all(txn, &[entry]).await?;
+    rows.pop()
+        .ok_or_else(|| DbErr::Custom("the audit append stored no row".to_owned()))
+}
+
+/// Append `entries`, in order, after the current tail inside `txn`: the log is locked
+/// and its tail read once, the rows chained in memory and stored with one multi-row
+/// INSERT, and the `policy.denied` events of denials enqueued with one outbox INSERT.
+/// Answers the stored rows.
+pub async fn insert_all(
+    txn: &DatabaseTransaction,
+    entries: &[&NewEntry],
+) -> Result<Vec<entity::Model>, DbErr> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
     match txn.get_database_backend() {
         DbBackend::Postgres => {
             txn.execute(Statement::from_string(
@@ -233,37 +257,50 @@ pub async fn insert(txn: &DatabaseTransaction, entry: &NewEntry) -> Result<entit
         .limit(1)
         .one(txn)
         .await?;
-    let (seq, prev_hash) = match tail {
+    let (mut seq, mut prev_hash) = match tail {
         Some(t) => (t.seq + 1, t.hash),
         None => (1, GENESIS.to_owned()),
     };
-    let reasons = serde_json::to_string(&entry.reasons)
-        .map_err(|e| DbErr::Custom(format!("cannot encode reasons: {e}")))?;
-    let mut model = entity::Model {
-        seq,
-        at: entry.at.trunc_subsecs(6),
-        kind: entry.kind.as_str().to_owned(),
-        principal: entry.principal.clone(),
-        action: entry.action.clone(),
-        resource: entry.resource.clone(),
-        outcome: entry.outcome.clone(),
-        reasons,
-        policy_version: entry.policy_version.clone(),
-        prev_hash,
-        hash: String::new(),
-    };
-    model.hash = hash_of(&model);
-    let active: entity::ActiveModel = model.clone().into();
-    entity::Entity::insert(active)
+    let mut models = Vec::with_capacity(entries.len());
+    let mut denials = Vec::new();
+    for entry in entries {
+        let reasons = serde_json::to_string(&entry.reasons)
+            .map_err(|e| DbErr::Custom(format!("cannot encode reasons: {e}")))?;
+        let mut model = entity::Model {
+            seq,
+            at: entry.at.trunc_subsecs(6),
+            kind: entry.kind.as_str().to_owned(),
+            principal: entry.principal.clone(),
+            action: entry.action.clone(),
+            resource: entry.resource.clone(),
+            outcome: entry.outcome.clone(),
+            reasons,
+            policy_version: entry.policy_version.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        model.hash = hash_of(&model);
+        if let Some(denied) = &entry.denied {
+            let mut denied = denied.clone();
+            denied.audit_seq = <u64 as TryFrom<_>>::try_from(seq).unwrap_or(0);
+            denials.push(CloudEvent::new(
+                &source_for(Service::Policy),
+                denied,
+                model.at,
+                None,
+            ));
+        }
+        seq += 1;
+        prev_hash = model.hash.clone();
+        models.push(model);
+    }
+    let active: Vec<entity::ActiveModel> = models.iter().cloned().map(Into::into).collect();
+    entity::Entity::insert_many(active)
         .exec_without_returning(txn)
         .await?;
-    if let Some(denied) = &entry.denied {
-        let mut denied = denied.clone();
-        denied.audit_seq = <u64 as TryFrom<_>>::try_from(seq).unwrap_or(0);
-        let event = CloudEvent::new(&source_for(Service::Policy), denied, model.at, None);
-        outbox::enqueue(txn, &event).await?;
-    }
-    Ok(model)
+    let denials: Vec<_> = denials.iter().collect();
+    outbox::enqueue_many(txn, &denials).await?;
+    Ok(models)
 }
 
 /// Append through the group commit, retrying a lost race on `seq`.

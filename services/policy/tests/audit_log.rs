@@ -454,3 +454,92 @@ async fn decisions_and_events_appending_at_once_all_land() {
     let v = verify(&bus).await;
     assert!(v.ok, "{v:?}");
 }
+
+/// A group-committed batch is chained in memory from one read of the tail: appended
+/// after existing rows, in order, with each denial's `policy.denied` carrying its own
+/// row's `seq`, and the whole log still verifies.
+#[tokio::test]
+async fn a_batch_appends_in_order_after_the_tail_with_each_denials_seq() {
+    use sea_orm::{QueryOrder, TransactionTrait};
+    use sigil_contracts::event::PolicyDenied;
+    use sigil_policy::audit::{self, NewEntry};
+
+    let db = TestDb::from_env_or_sqlite().await;
+    let conn = sigil_store::open::<Migrator>(db.url(), "policy")
+        .await
+        .unwrap();
+    let entry = |principal: &str, deny: bool| NewEntry {
+        at: Utc::now(),
+        kind: AuditKind::Decision,
+        principal: principal.to_owned(),
+        action: "issue".to_owned(),
+        resource: "{}".to_owned(),
+        outcome: if deny { "deny" } else { "allow" }.to_owned(),
+        reasons: if deny {
+            vec!["no".to_owned()]
+        } else {
+            Vec::new()
+        },
+        policy_version: "1".to_owned(),
+        denied: deny.then(|| PolicyDenied {
+            audit_seq: 0,
+            principal: principal.to_owned(),
+            action: "issue".to_owned(),
+            profile: "tls-server".to_owned(),
+            sans: Vec::new(),
+            reasons: vec!["no".to_owned()],
+            policy_version: "1".to_owned(),
+        }),
+    };
+    // One row first, so the batch must continue an existing chain.
+    let txn = conn.begin().await.unwrap();
+    audit::insert(&txn, &entry("workload:first", false))
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+
+    let batch = [
+        entry("workload:a", false),
+        entry("workload:b", true),
+        entry("workload:c", false),
+        entry("workload:d", true),
+    ];
+    let refs: Vec<&NewEntry> = batch.iter().collect();
+    let txn = conn.begin().await.unwrap();
+    let rows = audit::insert_all(&txn, &refs).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5]
+    );
+    for pair in rows.windows(2) {
+        assert_eq!(pair[1].prev_hash, pair[0].hash);
+    }
+
+    let stored = entity::Entity::find().all(&conn).await.unwrap();
+    assert_eq!(stored.len(), 5);
+    assert_eq!(stored[1].prev_hash, stored[0].hash);
+    let verified = audit::verify(&conn, None).await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(verified.checked, 5);
+
+    // The two denials' events, in the outbox, name their own rows.
+    let outbox = sigil_store::outbox::entity::Entity::find()
+        .order_by_asc(sigil_store::outbox::entity::Column::Seq)
+        .all(&conn)
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = outbox
+        .iter()
+        .map(|row| {
+            let event: CloudEvent<PolicyDenied> = serde_json::from_str(&row.payload).unwrap();
+            (event.data.principal.clone(), event.data.audit_seq)
+        })
+        .map(|(principal, seq)| {
+            assert!(principal == "workload:b" || principal == "workload:d");
+            seq
+        })
+        .collect();
+    assert_eq!(seqs, vec![3, 5]);
+    db.cleanup().await;
+}
