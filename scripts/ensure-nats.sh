@@ -14,7 +14,9 @@
 #   --with-crypto   also pip-install `cryptography>=49` into the same venv (used by tests
 #                   for independent ML-DSA verification) and `pkilint>=0.13` (DigiCert's
 #                   RFC 5280 certificate linter, `lint_pkix_cert`, used by
-#                   crates/pki/tests/lint.rs); implies the venv exists.
+#                   crates/pki/tests/lint.rs) and `rfc8785` (Trail of Bits' JSON
+#                   Canonicalization Scheme, for the Python proof client of
+#                   tests/e2e/proof_interop.rs); implies the venv exists.
 #
 # Idempotent: when everything is already in place it only runs `--version` checks.
 set -euo pipefail
@@ -175,6 +177,13 @@ EOF
     log "pkilint>=0.13 already in ${TOOLS_VENV}"
   else
     pip_install 'pkilint>=0.13'
+  fi
+  # RFC 8785 (JCS) canonical JSON, for the Python client that makes possession proofs
+  # in tests/e2e/proof_interop.rs (tests/e2e/py/sigil_proof.py).
+  if "${TOOLS_VENV}/bin/python" -c 'import rfc8785' >/dev/null 2>&1; then
+    log "rfc8785 already in ${TOOLS_VENV}"
+  else
+    pip_install 'rfc8785>=0.1.4'
   fi
 fi
 

@@ -27,7 +27,7 @@ use sigil_contracts::policy::{EvaluateRequest, Explanation, TestRequest};
 use sigil_contracts::subjects::{
     EVENTS_STREAM, INVENTORY_QUERY, ISSUER_ISSUE, Operation, POLICY_TEST, POLICY_TOKEN_CREATE,
 };
-use sigil_contracts::types::{Profile, Sans};
+use sigil_contracts::types::{CaKind, Profile, Sans};
 use sigil_pki::proof::Credential;
 use sigil_telemetry::{Health, Metrics};
 use sigil_testkit::{NatsServer, TestDb, eventually};
@@ -47,13 +47,20 @@ pub struct Options {
     /// Cedar policies seeded as version 1; the built-in default set when `None`.
     pub policies: Option<String>,
     pub tick_interval: Duration,
+    /// Kind of the CA hierarchy the issuer creates (the issuer's default, hybrid, unless
+    /// a scenario needs another), and its algorithm within that kind.
+    pub ca_kind: CaKind,
+    pub ca_algorithm: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
+        let issuer = sigil_issuer::Config::default();
         Options {
             policies: None,
             tick_interval: Duration::from_millis(200),
+            ca_kind: issuer.ca_kind,
+            ca_algorithm: issuer.ca_algorithm,
         }
     }
 }
@@ -191,7 +198,7 @@ impl Cluster {
         );
         let key = resp.private_key_pem.expect("a generated key");
         let written = Credential::from_parts(chain, &key, None).expect("the key is the leaf's");
-        let path = self.data_dir.path().join("admin.cred");
+        let path = self.admin_bundle_path();
         std::fs::write(&path, written.to_pem_bundle()).unwrap();
         let admin = Credential::from_pem_bundle(&std::fs::read_to_string(&path).unwrap())
             .expect("admin.cred reads back");
@@ -223,6 +230,11 @@ impl Cluster {
         });
         let e: Explanation = self.bus.request(POLICY_TEST, &req, WAIT).await.ok()?;
         Some(e.decision.principal)
+    }
+
+    /// The admin credential's PEM bundle (chain and key), as `sigil up` writes it.
+    pub fn admin_bundle_path(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("admin.cred")
     }
 
     /// The admin credential.
@@ -275,6 +287,8 @@ impl Cluster {
         let cfg = sigil_issuer::Config {
             database_url: self.database_url("issuer"),
             data_dir: self.data_dir.path().to_path_buf(),
+            ca_kind: opts.ca_kind,
+            ca_algorithm: opts.ca_algorithm.clone(),
             ..Default::default()
         };
         let s = sd.clone();

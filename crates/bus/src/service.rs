@@ -15,6 +15,7 @@ use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Serialize, de::DeserializeOwned};
+use sigil_contracts::auth::{CarriesProof, received_digest};
 use sigil_contracts::error::parse_request;
 use sigil_contracts::subjects::{Operation, Service};
 use sigil_contracts::{Reply, WireError};
@@ -86,18 +87,48 @@ impl Router {
     }
 
     /// Add an endpoint. `op` must belong to this router's service.
-    pub fn route<Req, Resp, F, Fut>(mut self, op: Operation, f: F) -> Self
+    pub fn route<Req, Resp, F, Fut>(self, op: Operation, f: F) -> Self
     where
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
         F: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, WireError>> + Send + 'static,
     {
-        let f = Arc::new(f);
+        self.add(op, |body| parse_request::<Req>(body), f)
+    }
+
+    /// Add an endpoint whose request carries a proof of who sent it: the handler also
+    /// gets the request's digest as received ([`received_digest`]: RFC 8785 canonical
+    /// JSON of the body without its `proof`), which is what a possession proof must
+    /// have signed, so a client in any language can make one.
+    pub fn route_proven<Req, Resp, F, Fut>(self, op: Operation, f: F) -> Self
+    where
+        Req: DeserializeOwned + CarriesProof + Send + 'static,
+        Resp: Serialize + Send + 'static,
+        F: Fn(Req, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, WireError>> + Send + 'static,
+    {
+        self.add(
+            op,
+            |body| Ok((parse_request::<Req>(body)?, received_digest(body)?)),
+            move |(req, digest)| f(req, digest),
+        )
+    }
+
+    /// Add an endpoint that parses its body with `parse` and answers with `f`.
+    fn add<P, Resp, Parse, F, Fut>(mut self, op: Operation, parse: Parse, f: F) -> Self
+    where
+        P: Send + 'static,
+        Resp: Serialize + Send + 'static,
+        Parse: Fn(&[u8]) -> Result<P, WireError> + Send + Sync + 'static,
+        F: Fn(P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Resp, WireError>> + Send + 'static,
+    {
+        let (parse, f) = (Arc::new(parse), Arc::new(f));
         let handler: Handler = Arc::new(move |body: Bytes| {
-            let f = f.clone();
+            let (parse, f) = (parse.clone(), f.clone());
             Box::pin(async move {
-                let result = match parse_request::<Req>(&body) {
+                let result = match parse(&body) {
                     Ok(req) => f(req).await,
                     Err(e) => Err(e),
                 };

@@ -291,3 +291,56 @@ async fn credentials_in_the_url_authenticate_and_are_never_shown() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// An endpoint whose request carries a proof gets the digest of the body as received
+/// (RFC 8785 canonical JSON without `proof`), not of a re-serialization: a client that
+/// orders keys its own way, spaces them, or leaves defaults out is checked against
+/// exactly what it sent. A body that does not parse never reaches the handler.
+#[tokio::test]
+async fn proven_endpoints_get_the_digest_of_the_bytes_received() {
+    use sigil_contracts::auth::{CarriesProof, request_digest};
+    use sigil_contracts::revocation::RevokeRequest;
+    use sigil_contracts::subjects::REVOCATION_REVOKE;
+
+    let nats = NatsServer::start().await;
+    let bus = Bus::connect(&nats.url(), "test").await.unwrap();
+    let shutdown = CancellationToken::new();
+    let router = Router::new(Service::Revocation, "test").route_proven(
+        REVOCATION_REVOKE,
+        |req: RevokeRequest, digest: String| async move {
+            Ok(serde_json::json!({ "digest": digest, "typed": req.digest() }))
+        },
+    );
+    let server = bus.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move { router.serve(&server, Metrics::new(), stop).await.unwrap() });
+
+    let body = br#" { "reason" : "key-compromise",
+        "proof": {"type": "token", "token": "t"}, "serial": "0A:1b" } "#;
+    let reply: serde_json::Value = eventually(T, "endpoint up", || async {
+        let raw = bus
+            .request_raw(REVOCATION_REVOKE, Bytes::from_static(body), T)
+            .await
+            .ok()?;
+        serde_json::from_slice(&raw).ok()
+    })
+    .await;
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let expected = request_digest(value).unwrap();
+    assert_eq!(reply["ok"]["digest"], expected.as_str(), "{reply}");
+    // The same request as serde sends it has the same digest.
+    assert_eq!(reply["ok"]["typed"], expected.as_str());
+
+    // An unknown field is refused before any digest or handler.
+    let raw = bus
+        .request_raw(
+            REVOCATION_REVOKE,
+            Bytes::from_static(br#"{"serial":"0a","reason":"key-compromise","extra":1}"#),
+            T,
+        )
+        .await
+        .unwrap();
+    let reply: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(reply["error"]["code"], "bad_request", "{reply}");
+    shutdown.cancel();
+}

@@ -13,9 +13,11 @@
 //!   credential may only renew itself (the same names).
 //!
 //! What is signed ([`proof_message`]) binds the operation (the endpoint's subject), the
-//! time, a single-use nonce and the SHA-256 of the request without its proof
-//! ([`CarriesProof::digest`]), so a proof cannot be moved to another request, replayed
-//! or kept for later.
+//! time, a single-use nonce and the request's digest ([`request_digest`]: SHA-256 of the
+//! RFC 8785 canonical JSON of the request without its proof, computed by the services
+//! over the bytes they received), so a proof cannot be moved to another request,
+//! replayed or kept for later, and any JSON library plus an RFC 8785 canonicalizer can
+//! make one.
 
 use std::net::IpAddr;
 
@@ -108,16 +110,45 @@ pub trait CarriesProof: Serialize + Clone {
     fn proof(&self) -> Option<&Proof>;
     fn proof_mut(&mut self) -> &mut Option<Proof>;
 
-    /// SHA-256 (lowercase hex) of the request's JSON with its proof removed: what a
-    /// possession proof signs, and what a verifier recomputes. Both sides serialize the
-    /// same contract type, so the bytes agree.
+    /// The [`request_digest`] of this request as it will be sent (its JSON without the
+    /// proof): what a client's possession proof signs. A service checks the digest of
+    /// the bytes it received instead ([`received_digest`]); for a request sent as
+    /// `serde_json` serializes it, the two agree.
     fn digest(&self) -> String {
-        let mut bare = self.clone();
-        *bare.proof_mut() = None;
-        // Serializing a contract type to a Vec cannot fail (no maps with non-string keys).
-        let bytes = serde_json::to_vec(&bare).unwrap_or_default();
-        hex_lower(&Sha256::digest(&bytes))
+        // Serializing a contract type to a Value cannot fail (no maps with non-string
+        // keys), and its JSON is an object.
+        serde_json::to_value(self)
+            .map_err(|e| e.to_string())
+            .and_then(request_digest)
+            .unwrap_or_default()
     }
+}
+
+/// The digest a possession proof signs: SHA-256 (lowercase hex) of the RFC 8785 (JSON
+/// Canonicalization Scheme) form of the request object with its top-level `proof`
+/// member removed. Canonical JSON makes it independent of key order, whitespace and
+/// number spelling, so a client in any language can compute it with an RFC 8785
+/// library; fields it left out stay out (defaults are not filled in).
+///
+/// Fails when `request` is not a JSON object, or holds a number RFC 8785 cannot
+/// represent.
+pub fn request_digest(mut request: serde_json::Value) -> Result<String, String> {
+    let Some(fields) = request.as_object_mut() else {
+        return Err("a request is a JSON object".to_owned());
+    };
+    fields.remove("proof");
+    let canonical = serde_json_canonicalizer::to_vec(&request)
+        .map_err(|e| format!("cannot canonicalize the request (RFC 8785): {e}"))?;
+    Ok(hex_lower(&Sha256::digest(&canonical)))
+}
+
+/// The [`request_digest`] of a request body as received: what a service checks a
+/// possession proof against (the bus computes it for every endpoint whose request
+/// carries a proof). `bad_request` when the body is not a JSON object.
+pub fn received_digest(body: &[u8]) -> Result<String, crate::WireError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| crate::WireError::bad_request(format!("invalid request JSON: {e}")))?;
+    request_digest(value).map_err(crate::WireError::bad_request)
 }
 
 /// The message a possession proof signs:
@@ -463,20 +494,58 @@ mod tests {
         assert!(!valid_nonce(&"a".repeat(65)));
     }
 
-    #[test]
-    fn digest_ignores_the_proof() {
-        let mut req = TokenCreateRequest {
+    fn token_request() -> TokenCreateRequest {
+        TokenCreateRequest {
             principal: "workload:web".into(),
             names: vec!["web.internal".into()],
             ttl_seconds: 60,
             uses: 1,
             proof: None,
-        };
+        }
+    }
+
+    #[test]
+    fn digest_ignores_the_proof() {
+        let mut req = token_request();
         let bare = req.digest();
         assert_eq!(bare.len(), 64);
         req.proof = Some(Proof::Token { token: "x".into() });
         assert_eq!(req.digest(), bare);
         req.ttl_seconds = 61;
         assert_ne!(req.digest(), bare);
+    }
+
+    /// RFC 8785: keys sorted, no whitespace, numbers in their shortest ECMAScript form,
+    /// strings with only the required escapes; the top-level `proof` is left out. The
+    /// expected digest is SHA-256 of `{"a":true,"b":[100,"€",0.5],"c":{"x":null,"y":"\n"}}`
+    /// (Python's hashlib).
+    #[test]
+    fn the_received_digest_is_over_rfc_8785_canonical_json_without_the_proof() {
+        let body = br#" { "c": {"y": "\n", "x": null}, "proof": {"token": "t"},
+            "b": [1e2, "\u20ac", 5E-1], "a": true } "#;
+        let expected = "d5fc2aeceae028cdeacce7e623621c84f7d92bc303debf694deef15fe429d351";
+        assert_eq!(received_digest(body).unwrap(), expected);
+        // Another spelling of the same object, and no proof at all: the same digest.
+        let other = br#"{"a":true,"b":[100,"\u20ac",0.5],"c":{"x":null,"y":"\u000a"}}"#;
+        assert_eq!(received_digest(other).unwrap(), expected);
+        // A changed value is another digest.
+        let changed = br#"{"a":false,"b":[100,"\u20ac",0.5],"c":{"x":null,"y":"\n"}}"#;
+        assert_ne!(received_digest(changed).unwrap(), expected);
+        // Only an object is a request.
+        for bad in [&b"[1,2]"[..], b"\"x\"", b"{", b""] {
+            let e = received_digest(bad).unwrap_err();
+            assert_eq!(e.code, crate::ErrorCode::BadRequest, "{bad:?}");
+        }
+    }
+
+    /// A Rust client signs [`CarriesProof::digest`]; the service checks the digest of
+    /// the bytes it received. For the JSON serde sends, they agree, proof or not.
+    #[test]
+    fn a_typed_requests_digest_equals_the_digest_of_its_sent_bytes() {
+        let mut req = token_request();
+        let signed = req.digest();
+        req.proof = Some(Proof::Token { token: "x".into() });
+        let sent = serde_json::to_vec(&req).unwrap();
+        assert_eq!(received_digest(&sent).unwrap(), signed);
     }
 }

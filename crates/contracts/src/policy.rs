@@ -60,8 +60,9 @@ pub struct EvaluateRequest {
     /// possession proof must have been made for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
-    /// [`CarriesProof::digest`] of the request being authorized; a possession proof
-    /// must sign it.
+    /// Digest of the request being authorized as the forwarding service received it
+    /// ([`crate::auth::received_digest`]: SHA-256 of its RFC 8785 canonical JSON without
+    /// `proof`); a possession proof must sign it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_digest: Option<String>,
     /// What the request asks. Policy decides an `issue` request proven by a non-admin
@@ -86,11 +87,21 @@ impl EvaluateRequest {
     /// token creation): no names, no lifetime, the default key algorithm and kind, and
     /// the request's proof, operation and digest, so policy authenticates it.
     pub fn admin<R: CarriesProof>(operation: Operation, req: &R) -> EvaluateRequest {
+        EvaluateRequest::admin_with_digest(operation, req, req.digest())
+    }
+
+    /// [`EvaluateRequest::admin`] with the digest of the request as the service received
+    /// it ([`crate::auth::received_digest`]), which is what its proof must have signed.
+    pub fn admin_with_digest<R: CarriesProof>(
+        operation: Operation,
+        req: &R,
+        digest: String,
+    ) -> EvaluateRequest {
         EvaluateRequest {
             principal: None,
             proof: req.proof().cloned(),
             operation: Some(operation.subject()),
-            request_digest: Some(req.digest()),
+            request_digest: Some(digest),
             action: Action::Admin,
             profile: Profile::default(),
             sans: Sans::default(),

@@ -217,13 +217,20 @@ impl Issuer {
     /// spent), so a second `evaluate` with it would be refused as a replay. The second
     /// attempt reuses the first decision, which holds as long as the new intermediate
     /// is of the kind, and certifies the key algorithm, that policy judged.
-    pub async fn issue(&self, req: IssueRequest) -> Result<IssueResponse, WireError> {
+    ///
+    /// `digest` is the request's digest as received
+    /// ([`sigil_contracts::auth::received_digest`]), which its proof must have signed.
+    pub async fn issue(
+        &self,
+        req: IssueRequest,
+        digest: String,
+    ) -> Result<IssueResponse, WireError> {
         let mut judged = None;
-        match self.issue_once(&req, &mut judged).await {
+        match self.issue_once(&req, &digest, &mut judged).await {
             Err(e) if e.code == ErrorCode::Unavailable && e.message == CA_RETIRED => {
                 tracing::info!("{CA_RETIRED}; preparing again with the current one");
                 self.recheck_cas();
-                self.issue_once(&req, &mut judged).await
+                self.issue_once(&req, &digest, &mut judged).await
             }
             other => other,
         }
@@ -234,6 +241,7 @@ impl Issuer {
     async fn issue_once(
         &self,
         req: &IssueRequest,
+        digest: &str,
         judged: &mut Option<Judged>,
     ) -> Result<IssueResponse, WireError> {
         let fingerprint = fingerprint(req);
@@ -258,7 +266,7 @@ impl Issuer {
             // with the same (spent) proof.
             Some(_) => return Err(WireError::unavailable(CA_CHANGED)),
             None => {
-                let decision = self.ask_policy(req, &prepared, cas.kind).await?;
+                let decision = self.ask_policy(req, digest, &prepared, cas.kind).await?;
                 *judged = Some(Judged {
                     kind: cas.kind,
                     key_algorithm,
@@ -403,12 +411,22 @@ impl Issuer {
     /// which retires it. Only an admin may: policy authenticates the request's proof
     /// and decides action `admin` before anything changes. (The hierarchy a first start
     /// creates does not come through here: see `ca::load_or_create`.)
-    pub async fn ca_init(&self, req: CaInitRequest) -> Result<CaListResponse, WireError> {
+    pub async fn ca_init(
+        &self,
+        req: CaInitRequest,
+        digest: String,
+    ) -> Result<CaListResponse, WireError> {
         let spec =
             CaSpec::parse(req.kind, req.algorithm.as_deref()).map_err(WireError::bad_request)?;
         // Asked before taking the lock: no lock is held across a network call.
         let decision = self
-            .authorize_admin(ISSUER_CA_INIT, &req, spec.kind(), spec.leaf_key_algorithm())
+            .authorize_admin(
+                ISSUER_CA_INIT,
+                &req,
+                digest,
+                spec.kind(),
+                spec.leaf_key_algorithm(),
+            )
             .await?;
         // Holding the write lock serializes this replica's inits and issuances.
         let mut current = self.cas.write().await;
@@ -559,6 +577,7 @@ impl Issuer {
     async fn ask_policy(
         &self,
         req: &IssueRequest,
+        digest: &str,
         prepared: &Prepared,
         kind: CaKind,
     ) -> Result<Decision, WireError> {
@@ -568,7 +587,7 @@ impl Issuer {
             principal: None,
             proof: req.proof.clone(),
             operation: Some(ISSUER_ISSUE.subject()),
-            request_digest: Some(req.digest()),
+            request_digest: Some(digest.to_owned()),
             action: Action::Issue,
             profile: req.profile,
             sans: prepared.sans.clone(),
@@ -590,13 +609,14 @@ impl Issuer {
         &self,
         op: Operation,
         req: &R,
+        digest: String,
         kind: CaKind,
         key_algorithm: KeyAlgorithm,
     ) -> Result<Decision, WireError> {
         let ask = EvaluateRequest {
             key_algorithm,
             kind: Some(kind),
-            ..EvaluateRequest::admin(op, req)
+            ..EvaluateRequest::admin_with_digest(op, req, digest)
         };
         let decision = self.evaluate(&ask).await?;
         if !decision.allowed {
@@ -1211,11 +1231,18 @@ fn signing_error(e: PkiError) -> WireError {
     }
 }
 
-/// The idempotency fingerprint: SHA-256 of the request without its proof
-/// ([`CarriesProof::digest`]). A retry carries a fresh proof (a new nonce and time), or
-/// the single-use token already spent; it is still the same request.
+/// The idempotency fingerprint: SHA-256 (hex) of the parsed request's JSON without its
+/// proof. A retry carries a fresh proof (a new nonce and time), or the single-use token
+/// already spent; it is still the same request. It is taken over the parsed request,
+/// defaults filled in, so two spellings of one request are one request. (Not the
+/// proof's digest, [`sigil_contracts::auth::received_digest`], which covers the bytes
+/// as sent; the fingerprint is stored with each issuance, so its form stays as it was.)
 fn fingerprint(req: &IssueRequest) -> String {
-    req.digest()
+    let mut bare = req.clone();
+    bare.proof = None;
+    // Serializing a contract type cannot fail (no maps with non-string keys).
+    let json = serde_json::to_vec(&bare).unwrap_or_default();
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&json))
 }
 
 /// A failed `evaluate` call as the client should see it. A refused proof is the

@@ -293,21 +293,21 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
     let (rotate_issuer, bundle_issuer) = (issuer.clone(), issuer.clone());
     let router = Router::new(Service::Issuer, "Sigil issuer: certificate issuance")
         .ready(rt.health.clone(), COMPONENT)
-        .route(ISSUER_ISSUE, move |req: IssueRequest| {
+        .route_proven(ISSUER_ISSUE, move |req: IssueRequest, digest| {
             let issuer = issuer.clone();
-            async move { issuer.issue(req).await }
+            async move { issuer.issue(req, digest).await }
         })
         .route(ISSUER_CA_LIST, move |req: CaListRequest| {
             let issuer = list_issuer.clone();
             async move { issuer.ca_list(req).await }
         })
-        .route(ISSUER_CA_INIT, move |req: CaInitRequest| {
+        .route_proven(ISSUER_CA_INIT, move |req: CaInitRequest, digest| {
             let issuer = init_issuer.clone();
-            async move { issuer.ca_init(req).await }
+            async move { issuer.ca_init(req, digest).await }
         })
-        .route(ISSUER_CA_ROTATE, move |req: CaRotateRequest| {
+        .route_proven(ISSUER_CA_ROTATE, move |req: CaRotateRequest, digest| {
             let issuer = rotate_issuer.clone();
-            async move { issuer.ca_rotate(req).await }
+            async move { issuer.ca_rotate(req, digest).await }
         })
         .route(ISSUER_TRUST_BUNDLE, move |req: TrustBundleRequest| {
             let issuer = bundle_issuer.clone();

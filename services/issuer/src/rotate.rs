@@ -26,14 +26,18 @@ impl Issuer {
     /// Handle one `ca_rotate` request. Only an admin may: policy authenticates the
     /// request's proof and decides action `admin` (about the current hierarchy)
     /// before any step runs.
-    pub async fn ca_rotate(&self, req: CaRotateRequest) -> Result<CaRotateResponse, WireError> {
+    pub async fn ca_rotate(
+        &self,
+        req: CaRotateRequest,
+        digest: String,
+    ) -> Result<CaRotateResponse, WireError> {
         let (kind, key_algorithm) = {
             let cas = self.cas.read().await;
             (cas.kind, cas.intermediate.leaf_key_algorithm())
         };
         // Asked before taking the lock: no lock is held across a network call.
         let decision = self
-            .authorize_admin(ISSUER_CA_ROTATE, &req, kind, key_algorithm)
+            .authorize_admin(ISSUER_CA_ROTATE, &req, digest, kind, key_algorithm)
             .await?;
         tracing::info!(step = ?req.step, by = %decision.principal, "ca_rotate authorized");
         // Holding the write lock serializes this replica's rotations and inits.

@@ -571,9 +571,9 @@ fn routes(router: Router, state: &Arc<State>) -> Router {
         async move { audit_verify(&s).await }
     });
     let s = state.clone();
-    let router = router.route(POLICY_APPLY, move |req: ApplyRequest| {
+    let router = router.route_proven(POLICY_APPLY, move |req: ApplyRequest, digest| {
         let s = s.clone();
-        async move { apply(&s, req).await }
+        async move { apply(&s, req, digest).await }
     });
     let s = state.clone();
     let router = router.route(POLICY_LIST, move |req: ListRequest| {
@@ -586,15 +586,18 @@ fn routes(router: Router, state: &Arc<State>) -> Router {
         async move { show(&s, &req).await }
     });
     let s = state.clone();
-    let router = router.route(POLICY_ROLLBACK, move |req: RollbackRequest| {
+    let router = router.route_proven(POLICY_ROLLBACK, move |req: RollbackRequest, digest| {
         let s = s.clone();
-        async move { rollback(&s, req).await }
+        async move { rollback(&s, req, digest).await }
     });
     let s = state.clone();
-    let router = router.route(POLICY_TOKEN_CREATE, move |req: TokenCreateRequest| {
-        let s = s.clone();
-        async move { token_create(&s, &req).await }
-    });
+    let router = router.route_proven(
+        POLICY_TOKEN_CREATE,
+        move |req: TokenCreateRequest, digest| {
+            let s = s.clone();
+            async move { token_create(&s, &req, digest).await }
+        },
+    );
     let s = state.clone();
     router.route(POLICY_TEST, move |req: TestRequest| {
         let s = s.clone();
@@ -853,14 +856,15 @@ async fn evaluate(state: &State, req: &EvaluateRequest) -> Result<Decision, Wire
 /// Authenticate and authorize an administrative request (policy changes, tokens) sent
 /// to `op`: decided as action `admin` without names, audited like every decision. An
 /// anonymous requester is let through without a decision only when
-/// [`Config::allow_anonymous`] (audited as such). Answers who it was.
+/// [`Config::allow_anonymous`] (audited as such). `digest` is the request's digest as
+/// received, which its proof must have signed. Answers who it was.
 async fn authorize_admin<R: CarriesProof>(
     state: &State,
     op: Operation,
     req: &R,
+    digest: String,
 ) -> Result<Requester, WireError> {
     let operation = op.subject();
-    let digest = req.digest();
     let claim = Claim {
         proof: req.proof(),
         operation: Some(&operation),
@@ -868,7 +872,7 @@ async fn authorize_admin<R: CarriesProof>(
     };
     let ask = EvaluateRequest {
         proof: None,
-        ..EvaluateRequest::admin(op, req)
+        ..EvaluateRequest::admin_with_digest(op, req, digest.clone())
     };
     if claim.proof.is_none() && state.allow_anonymous {
         let requester = Requester::anonymous();
@@ -991,11 +995,15 @@ async fn audit_verify(state: &State) -> Result<AuditVerifyResponse, WireError> {
 /// the principal is recorded as its author). The candidate is compiled, and the comment
 /// checked, before the requester is authorized: a request that cannot succeed spends no
 /// token use or proof nonce and leaves no `allowed` decision in the audit log.
-async fn apply(state: &State, req: ApplyRequest) -> Result<PolicyVersion, WireError> {
+async fn apply(
+    state: &State,
+    req: ApplyRequest,
+    digest: String,
+) -> Result<PolicyVersion, WireError> {
     let compiled = Compiled::new("candidate", &req.policies, req.entities.as_deref())
         .map_err(|e| policy_error(&e))?;
     let comment = label("comment", req.comment.clone())?;
-    let requester = authorize_admin(state, POLICY_APPLY, &req).await?;
+    let requester = authorize_admin(state, POLICY_APPLY, &req, digest).await?;
     let new = store::NewVersion {
         policies: req.policies,
         entities: req.entities.filter(|e| !e.trim().is_empty()),
@@ -1011,7 +1019,11 @@ async fn apply(state: &State, req: ApplyRequest) -> Result<PolicyVersion, WireEr
 /// `rollback`: an admin makes an earlier version's text active again. The version is
 /// looked up and compiled, and the comment checked, before the requester is authorized
 /// (as in [`apply`]); which versions exist is no secret (`list` shows them).
-async fn rollback(state: &State, req: RollbackRequest) -> Result<PolicyVersion, WireError> {
+async fn rollback(
+    state: &State,
+    req: RollbackRequest,
+    digest: String,
+) -> Result<PolicyVersion, WireError> {
     let row = store::load(&state.db, req.version)
         .await
         .map_err(db_error)?
@@ -1020,7 +1032,7 @@ async fn rollback(state: &State, req: RollbackRequest) -> Result<PolicyVersion, 
         .map_err(|e| policy_error(&e))?;
     let comment = label("comment", req.comment.clone())?
         .or_else(|| Some(format!("rollback to version {}", req.version)));
-    let requester = authorize_admin(state, POLICY_ROLLBACK, &req).await?;
+    let requester = authorize_admin(state, POLICY_ROLLBACK, &req, digest).await?;
     let new = store::NewVersion {
         policies: row.policies,
         entities: row.entities,
@@ -1129,6 +1141,7 @@ async fn test(state: &State, req: &TestRequest) -> Result<Explanation, WireError
 async fn token_create(
     state: &State,
     req: &TokenCreateRequest,
+    digest: String,
 ) -> Result<TokenCreateResponse, WireError> {
     let now = state.clock.now();
     let (token, claims) = state
@@ -1138,7 +1151,7 @@ async fn token_create(
             AuthError::Malformed(m) => WireError::bad_request(m),
             other => other.to_wire(),
         })?;
-    let requester = authorize_admin(state, POLICY_TOKEN_CREATE, req).await?;
+    let requester = authorize_admin(state, POLICY_TOKEN_CREATE, req, digest).await?;
     let response = token_response(token, &claims)?;
     append_audit(
         state,

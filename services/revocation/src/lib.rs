@@ -48,7 +48,6 @@ use serde::Deserialize;
 use sigil_bus::consumer::{self, ConsumerSpec, Delivery, HandleError};
 use sigil_bus::service::Router;
 use sigil_bus::{Bus, BusError, ClientError, Clock, Runtime};
-use sigil_contracts::auth::CarriesProof;
 use sigil_contracts::event::{IdentityIssued, IdentityRevoked, source_for};
 use sigil_contracts::policy::{Action, Decision, EvaluateRequest};
 use sigil_contracts::revocation::{RevokeRequest, RevokeResponse, StatusRequest, StatusResponse};
@@ -179,9 +178,9 @@ pub async fn run(config: Config, rt: Runtime, shutdown: CancellationToken) -> Re
             "Sigil revocation: records, announces and answers the status of revocations",
         )
         .ready(rt.health.clone(), HEALTH_COMPONENT)
-        .route(REVOCATION_REVOKE, move |req: RevokeRequest| {
+        .route_proven(REVOCATION_REVOKE, move |req: RevokeRequest, digest| {
             let endpoints = endpoints.clone();
-            async move { endpoints.revoke(req).await }
+            async move { endpoints.revoke(req, digest).await }
         })
         .route(REVOCATION_STATUS, move |req: StatusRequest| {
             let endpoints = status_endpoints.clone();
@@ -246,9 +245,18 @@ impl Endpoints {
     /// - policy denies → `denied` with its reasons; refuses the proof →
     ///   `unauthenticated`; does not answer in time → `unavailable`. Nothing is stored.
     /// - allowed: [`record_revocation`] with the principal policy authenticated.
-    async fn revoke(&self, req: RevokeRequest) -> Result<RevokeResponse, WireError> {
+    ///
+    /// `digest` is the request's digest as received, which its proof must have signed.
+    async fn revoke(
+        &self,
+        req: RevokeRequest,
+        digest: String,
+    ) -> Result<RevokeResponse, WireError> {
         let target = Target::of(&self.db, &req).await?;
-        let decision = self.policy.evaluate(&target.evaluate_request(&req)).await?;
+        let decision = self
+            .policy
+            .evaluate(&target.evaluate_request(&req, digest))
+            .await?;
         if !decision.allowed {
             tracing::info!(
                 serial = %target.serial,
@@ -332,7 +340,7 @@ impl Target {
     /// (profile, names, key algorithm, CA kind). A certificate this service does not
     /// know, or recorded before it kept those facts, is described without names, with
     /// the default profile and key algorithm.
-    fn evaluate_request(&self, req: &RevokeRequest) -> EvaluateRequest {
+    fn evaluate_request(&self, req: &RevokeRequest, digest: String) -> EvaluateRequest {
         let cert = self.cert.as_ref();
         let profile = cert
             .and_then(|c| c.profile.as_deref())
@@ -358,7 +366,7 @@ impl Target {
             principal: None,
             proof: req.proof.clone(),
             operation: Some(REVOCATION_REVOKE.subject()),
-            request_digest: Some(req.digest()),
+            request_digest: Some(digest),
             action: Action::Revoke,
             profile,
             sans,
