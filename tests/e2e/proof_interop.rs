@@ -220,3 +220,65 @@ async fn proofs_made_by_python_with_rfc8785_are_accepted_once() {
 
     s.stop().await;
 }
+
+/// Review of 43d236a: RFC 8785 writes numbers as IEEE-754 doubles, so integers beyond
+/// 2^53 lose precision in the canonical form: `ttl_seconds` 2^53 and 2^53 + 1 have one
+/// digest. A proof the admin signed for 2^53 must not authorize 2^53 + 1, as it does not
+/// authorize 2^53 + 2 (representable, so another digest). FAILS on 43d236a: the body
+/// changed after signing is issued. (Refusing such numbers as `bad_request` also passes.)
+#[tokio::test]
+async fn a_proof_does_not_carry_over_to_an_integer_it_did_not_sign() {
+    let s = Cluster::start_with(Options {
+        ca_kind: CaKind::Classical,
+        ca_algorithm: Some("p256".to_owned()),
+        ..Options::default()
+    })
+    .await;
+    // A client cannot sign an integer beyond 2^53 - 1: RFC 8785 would write it as a
+    // double, which 2^53 and 2^53 + 1 share.
+    let mut big = sigil_e2e::issue_request("collide.example.com", 1 << 53);
+    big.idempotency_key = None;
+    assert!(
+        sigil_e2e::try_prove(s.admin(), ISSUER_ISSUE, &mut big).is_err(),
+        "a proof over an integer RFC 8785 cannot represent"
+    );
+
+    // Nor does a service take one under a proof made for another value: such a body
+    // has no digest and is refused before anything is asked or signed.
+    let mut req = sigil_e2e::issue_request("collide.example.com", 3600);
+    req.idempotency_key = None;
+    s.prove(ISSUER_ISSUE, &mut req);
+    let body = String::from_utf8(serde_json::to_vec(&req).unwrap()).unwrap();
+    assert!(body.contains("\"ttl_seconds\":3600"), "{body}");
+    for big in ["9007199254740992", "9007199254740993"] {
+        let moved = body.replace("\"ttl_seconds\":3600", &format!("\"ttl_seconds\":{big}"));
+        refused(
+            &format!("issue with ttl_seconds {big} under a proof for 3600"),
+            send(&s.bus, ISSUER_ISSUE, moved.as_bytes()).await,
+        );
+    }
+    // A changed value within range is not what was signed.
+    let moved = body.replace("\"ttl_seconds\":3600", "\"ttl_seconds\":3601");
+    refused(
+        "issue with ttl_seconds 3601 under a proof for 3600",
+        send(&s.bus, ISSUER_ISSUE, moved.as_bytes()).await,
+    );
+    // The proof was not spent by the refusals: the signed body is accepted.
+    send(&s.bus, ISSUER_ISSUE, body.as_bytes())
+        .await
+        .expect("the signed body");
+    s.stop().await;
+}
+
+/// Refused as not signed for (`unauthenticated`), or as a number RFC 8785 cannot
+/// represent (`bad_request`).
+fn refused(what: &str, r: Result<serde_json::Value, WireError>) {
+    let e = r.expect_err(&format!("{what} must be refused"));
+    match e.code {
+        ErrorCode::Unauthenticated => {
+            assert!(e.message.contains("does not verify"), "{what}: {e:?}")
+        }
+        ErrorCode::BadRequest => {}
+        _ => panic!("{what}: {e:?}"),
+    }
+}

@@ -447,11 +447,20 @@ fn sigil_store_url(path: PathBuf) -> String {
 
 /// Sets `req.proof` to a fresh possession proof by `credential` for `op`.
 pub fn prove<T: CarriesProof>(credential: &Credential, op: Operation, req: &mut T) {
+    try_prove(credential, op, req).expect("sign a proof");
+}
+
+/// [`prove`], answering the error of a request that cannot be signed (e.g. one with an
+/// integer RFC 8785 cannot represent).
+pub fn try_prove<T: CarriesProof>(
+    credential: &Credential,
+    op: Operation,
+    req: &mut T,
+) -> Result<(), sigil_pki::PkiError> {
     *req.proof_mut() = None;
-    let proof = credential
-        .proof(&op.subject(), req, chrono::Utc::now())
-        .expect("sign a proof");
+    let proof = credential.proof(&op.subject(), req, chrono::Utc::now())?;
     *req.proof_mut() = Some(proof);
+    Ok(())
 }
 
 /// An issue request (without a proof) for one DNS name with a server-generated key.

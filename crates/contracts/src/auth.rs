@@ -113,16 +113,25 @@ pub trait CarriesProof: Serialize + Clone {
     /// The [`request_digest`] of this request as it will be sent (its JSON without the
     /// proof): what a client's possession proof signs. A service checks the digest of
     /// the bytes it received instead ([`received_digest`]); for a request sent as
-    /// `serde_json` serializes it, the two agree.
-    fn digest(&self) -> String {
-        // Serializing a contract type to a Value cannot fail (no maps with non-string
-        // keys), and its JSON is an object.
+    /// `serde_json` serializes it, the two agree. Fails like [`request_digest`] (an
+    /// integer beyond ±(2^53 − 1)).
+    fn try_digest(&self) -> Result<String, String> {
         serde_json::to_value(self)
             .map_err(|e| e.to_string())
             .and_then(request_digest)
-            .unwrap_or_default()
+    }
+
+    /// [`CarriesProof::try_digest`], or an empty string for a request that has none (no
+    /// service accepts such a request: its body gets `bad_request`).
+    fn digest(&self) -> String {
+        self.try_digest().unwrap_or_default()
     }
 }
+
+/// The largest integer a request may carry: RFC 8785 writes numbers as IEEE 754
+/// doubles, so beyond ±(2^53 − 1) two integers could share one canonical form (and one
+/// digest) while the parsed request tells them apart.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// The digest a possession proof signs: SHA-256 (lowercase hex) of the RFC 8785 (JSON
 /// Canonicalization Scheme) form of the request object with its top-level `proof`
@@ -130,21 +139,48 @@ pub trait CarriesProof: Serialize + Clone {
 /// number spelling, so a client in any language can compute it with an RFC 8785
 /// library; fields it left out stay out (defaults are not filled in).
 ///
-/// Fails when `request` is not a JSON object, or holds a number RFC 8785 cannot
-/// represent.
+/// Fails when `request` is not a JSON object, or holds an integer beyond
+/// ±[`MAX_SAFE_INTEGER`] (I-JSON, RFC 7493, which RFC 8785 assumes).
 pub fn request_digest(mut request: serde_json::Value) -> Result<String, String> {
     let Some(fields) = request.as_object_mut() else {
         return Err("a request is a JSON object".to_owned());
     };
     fields.remove("proof");
+    check_integers(&request)?;
     let canonical = serde_json_canonicalizer::to_vec(&request)
         .map_err(|e| format!("cannot canonicalize the request (RFC 8785): {e}"))?;
     Ok(hex_lower(&Sha256::digest(&canonical)))
 }
 
+/// Every integer in `value` is within ±[`MAX_SAFE_INTEGER`].
+fn check_integers(value: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            let safe = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u <= MAX_SAFE_INTEGER,
+                (None, Some(i)) => i.unsigned_abs() <= MAX_SAFE_INTEGER,
+                // Not an integer: a double, which RFC 8785 represents exactly.
+                (None, None) => true,
+            };
+            if safe {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the integer {n} is beyond ±(2^53 - 1), which RFC 8785 cannot represent exactly"
+                ))
+            }
+        }
+        Value::Array(items) => items.iter().try_for_each(check_integers),
+        Value::Object(fields) => fields.values().try_for_each(check_integers),
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
+}
+
 /// The [`request_digest`] of a request body as received: what a service checks a
 /// possession proof against (the bus computes it for every endpoint whose request
-/// carries a proof). `bad_request` when the body is not a JSON object.
+/// carries a proof). `bad_request` when the body is not a JSON object or carries an
+/// integer beyond ±[`MAX_SAFE_INTEGER`].
 pub fn received_digest(body: &[u8]) -> Result<String, crate::WireError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| crate::WireError::bad_request(format!("invalid request JSON: {e}")))?;
@@ -547,5 +583,31 @@ mod tests {
         req.proof = Some(Proof::Token { token: "x".into() });
         let sent = serde_json::to_vec(&req).unwrap();
         assert_eq!(received_digest(&sent).unwrap(), signed);
+    }
+
+    /// Beyond ±(2^53 − 1) RFC 8785 would write two integers alike: such a request has no
+    /// digest (the service answers `bad_request`), and a client cannot sign one.
+    #[test]
+    fn integers_beyond_2_pow_53_have_no_digest() {
+        let edge = format!(r#"{{"ttl_seconds":{MAX_SAFE_INTEGER}}}"#);
+        let negative = format!(r#"{{"n":[-{MAX_SAFE_INTEGER}]}}"#);
+        assert!(received_digest(edge.as_bytes()).is_ok());
+        assert!(received_digest(negative.as_bytes()).is_ok());
+        for body in [
+            r#"{"ttl_seconds":9007199254740992}"#,
+            r#"{"ttl_seconds":9007199254740993}"#,
+            r#"{"a":{"b":[1,-9007199254740992]}}"#,
+            r#"{"version":18446744073709551615}"#,
+        ] {
+            let e = received_digest(body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, crate::ErrorCode::BadRequest, "{body}");
+            assert!(e.message.contains("2^53"), "{}", e.message);
+        }
+        // A float is a double already: represented exactly.
+        assert!(received_digest(br#"{"x":1.5e300}"#).is_ok());
+        let mut req = token_request();
+        req.ttl_seconds = 1 << 53;
+        assert!(req.try_digest().is_err());
+        assert_eq!(req.digest(), "");
     }
 }

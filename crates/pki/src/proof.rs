@@ -646,7 +646,7 @@ impl Credential {
     /// `sigil.issuer.v1.issue`): `signed_at` is `now` truncated to whole seconds (the
     /// message carries seconds), the nonce 16 random bytes as base64url without
     /// padding (22 characters), `signature` the key's signature over
-    /// [`proof_message`]`(operation, signed_at, nonce, req.digest())` in standard
+    /// [`proof_message`]`(operation, signed_at, nonce, req.try_digest())` in standard
     /// base64, and `alt_signature` likewise with the alternative key when there is one.
     ///
     /// Make a fresh proof for every request sent: the nonce is single use.
@@ -662,7 +662,8 @@ impl Credential {
             .fill(&mut nonce_bytes)
             .map_err(|e| PkiError::crypto("nonce", e))?;
         let nonce = URL_SAFE_NO_PAD.encode(nonce_bytes);
-        let msg = proof_message(operation, signed_at, &nonce, &req.digest());
+        let digest = req.try_digest().map_err(PkiError::Encoding)?;
+        let msg = proof_message(operation, signed_at, &nonce, &digest);
         let signature = STANDARD.encode(self.key.sign(&msg)?);
         let alt_signature = self.key.sign_alt(&msg)?.map(|s| STANDARD.encode(s));
         Ok(Proof::Possession(PossessionProof {
