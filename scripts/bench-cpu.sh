@@ -12,21 +12,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 KIND="${1:-classical}"
 COUNT="${2:-4000}"
-NATS="$(scripts/ensure-nats.sh 2>/dev/null)"
-export SIGIL_NATS_SERVER="$NATS"
-BIN="${SIGIL_BIN:-${CARGO_TARGET_DIR:-target}/release/sigil}"
-if [[ ! -x "$BIN" ]]; then
-  cargo build --release -q -p sigil-cli
-fi
-data="$(mktemp -d)"
-"$BIN" --data-dir "$data" --nats nats://127.0.0.1:1 up --http 127.0.0.1:0 --ca-kind "$KIND" \
-  >"$data/up.log" 2>&1 &
-up=$!
-trap 'kill "$up" 2>/dev/null; wait "$up" 2>/dev/null; pkill -f "nats-server.*$data"; rm -rf "$data"' EXIT
-for _ in $(seq 1 120); do
-  grep -q "sigil up: 5 services ready" "$data/up.log" && break
-  sleep 0.5
-done
+# shellcheck source=bench-up.sh
+source scripts/bench-up.sh
 nats_pid="$(pgrep -f "nats-server.*$data" | head -1)"
 "$BIN" --data-dir "$data" --json bench issue --count 300 --concurrency 16 >/dev/null
 tick="$(getconf CLK_TCK)"
