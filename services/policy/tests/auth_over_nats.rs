@@ -418,25 +418,68 @@ async fn requests_without_proof_and_named_principals() {
     db.cleanup().await;
 }
 
+/// A live replica that authenticates, fake issuer and revocation endpoints serving
+/// `pki`'s trust bundle, and three recorded credentials: `admin:alice` (its admin URI),
+/// `workload:web` and `workload:api`.
+struct World {
+    /// Kept alive for the test (dropping it stops the server).
+    _nats: NatsServer,
+    db: TestDb,
+    bus: Bus,
+    pki: Pki,
+    fakes: Fakes,
+    replica: Replica,
+    admin: Issued,
+    web: Issued,
+    api: Issued,
+}
+
+impl World {
+    async fn start(ca_name: &str, client: &str) -> World {
+        let nats = NatsServer::start().await;
+        let db = TestDb::from_env_or_sqlite().await;
+        let bus = Bus::connect(&nats.url(), client).await.unwrap();
+        let pki = Pki::new(ca_name, Utc::now());
+        let fakes = Fakes::serve(&bus, pki.bundle()).await;
+        let replica = Replica::start_authenticated(&nats, &db, None).await;
+        let admin = issue_recorded(
+            &bus,
+            &db,
+            &pki,
+            &["uri:spiffe://sigil.admin/admin/alice"],
+            10,
+            "admin:alice",
+        )
+        .await;
+        let web = issue_recorded(&bus, &db, &pki, &["dns:web.internal"], 1, "workload:web").await;
+        let api = issue_recorded(&bus, &db, &pki, &["dns:api.internal"], 1, "workload:api").await;
+        World {
+            _nats: nats,
+            db,
+            bus,
+            pki,
+            fakes,
+            replica,
+            admin,
+            web,
+            api,
+        }
+    }
+}
+
 #[tokio::test]
 async fn possession_proofs_authenticate_admins_and_renewals() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::from_env_or_sqlite().await;
-    let bus = Bus::connect(&nats.url(), "auth-test").await.unwrap();
-    let pki = Pki::new("Auth Test", Utc::now());
-    let fakes = Fakes::serve(&bus, pki.bundle()).await;
-    let replica = Replica::start_authenticated(&nats, &db, None).await;
-    let admin = issue_recorded(
-        &bus,
-        &db,
-        &pki,
-        &["uri:spiffe://sigil.admin/admin/alice"],
-        10,
-        "admin:alice",
-    )
-    .await;
-    let web = issue_recorded(&bus, &db, &pki, &["dns:web.internal"], 1, "workload:web").await;
-    let api = issue_recorded(&bus, &db, &pki, &["dns:api.internal"], 1, "workload:api").await;
+    let World {
+        _nats,
+        db,
+        bus,
+        pki: _,
+        fakes,
+        replica,
+        admin,
+        web,
+        api,
+    } = World::start("Auth Test", "auth-test").await;
     let before = audit(&bus).await.len();
 
     // An admin credential may revoke.
@@ -912,23 +955,17 @@ enum Outcome {
 /// renewing; no proof at all. Every row also leaves exactly one audit row.
 #[tokio::test]
 async fn the_authentication_table() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::from_env_or_sqlite().await;
-    let bus = Bus::connect(&nats.url(), "auth-table").await.unwrap();
-    let pki = Pki::new("Auth Table", Utc::now());
-    let fakes = Fakes::serve(&bus, pki.bundle()).await;
-    let replica = Replica::start_authenticated(&nats, &db, None).await;
-    let admin = issue_recorded(
-        &bus,
-        &db,
-        &pki,
-        &["uri:spiffe://sigil.admin/admin/alice"],
-        10,
-        "admin:alice",
-    )
-    .await;
-    let web = issue_recorded(&bus, &db, &pki, &["dns:web.internal"], 1, "workload:web").await;
-    let api = issue_recorded(&bus, &db, &pki, &["dns:api.internal"], 1, "workload:api").await;
+    let World {
+        _nats,
+        db,
+        bus,
+        pki,
+        fakes,
+        replica,
+        admin,
+        web,
+        api,
+    } = World::start("Auth Table", "auth-table").await;
     let gone = issue_recorded(&bus, &db, &pki, &["dns:gone.internal"], 1, "workload:gone").await;
     // An admin had it issued for a workload: it proves that workload, not the admin.
     let by_admin = issue_recorded(&bus, &db, &pki, &["dns:svc.internal"], 1, "admin:alice").await;
